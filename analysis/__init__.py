@@ -1,0 +1,1 @@
+"""Scoring, experiments, figures and the `groundtruth` command line."""

@@ -1,0 +1,1 @@
+"""Everything trainable: the toy model of superposition, the SAE family, training loops."""
