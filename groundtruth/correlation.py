@@ -1,0 +1,269 @@
+"""Which features fire in each sample: independent, low-rank Gaussian copula, or full copula.
+
+A Gaussian copula makes feature ``i`` fire when ``z_i > tau_i`` with ``z ~ N(0, C)`` drawn per sample
+and ``tau_i = Phi^{-1}(1 - p_i)``, so each feature keeps its marginal probability ``p_i`` while
+firings co-vary with the correlation matrix ``C``.
+
+All samplers are exact and return the firing set as sorted flat keys ``row * n_features + col``.
+They avoid touching every (sample, feature) pair where they can: independent firing costs
+O(L0 log F) per sample, and the low-rank copula pays one ``[n, rank] @ [rank, F]`` product plus
+O(L0) work by thinning a Poisson process (see :class:`LowRankFiring`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from groundtruth._checks import check_int, check_real
+from groundtruth._serial import serializable
+
+
+@serializable
+@dataclass(frozen=True)
+class LowRank:
+    """Low-rank copula ``C = U Uᵀ + diag(1 - ‖u_i‖²)`` with ``U ~ N(0, scale²)`` of shape [F, rank].
+
+    Rows whose norm would exceed ``sqrt(0.99)`` are shrunk to it, so C stays a correlation matrix.
+    This is the SynthSAEBench construction (rank 25, scale 0.1).
+    """
+
+    rank: int
+    scale: float
+
+    def __post_init__(self) -> None:
+        check_int("LowRank.rank", self.rank)
+        check_real("LowRank.scale", self.scale, 0.0)
+
+    def factor(self, n_features: int, generator: torch.Generator) -> torch.Tensor:
+        u = (
+            torch.randn(n_features, self.rank, generator=generator, dtype=torch.float64)
+            * self.scale
+        )
+        norms = u.norm(dim=1, keepdim=True)
+        limit = math.sqrt(0.99)
+        return torch.where(norms > limit, u * (limit / norms), u)
+
+
+@serializable
+@dataclass(frozen=True)
+class RandomCorrelation:
+    """A dense random correlation matrix ``(1 - strength) I + strength R``.
+
+    ``R`` is a normalised Wishart matrix ``G Gᵀ`` with ``G ~ N(0, 1)`` of shape [F, F], so firings
+    correlate both positively and negatively (the correlated setting of Sharkey et al. 2022).
+    """
+
+    strength: float
+
+    def __post_init__(self) -> None:
+        check_real("RandomCorrelation.strength", self.strength, 0.0, 1.0)
+
+    def matrix(self, n_features: int, generator: torch.Generator) -> torch.Tensor:
+        g = torch.randn(n_features, n_features, generator=generator, dtype=torch.float64)
+        s = g @ g.T
+        d = s.diagonal().rsqrt()
+        r = s * d[:, None] * d[None, :]
+        return (1 - self.strength) * torch.eye(n_features, dtype=torch.float64) + self.strength * r
+
+
+Correlation = LowRank | RandomCorrelation
+
+
+def _split_certain(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of features that always fire (p = 1) and of those that sometimes do (0 < p < 1)."""
+    return torch.nonzero(p >= 1).flatten(), torch.nonzero((p > 0) & (p < 1)).flatten()
+
+
+def _with_always(keys: torch.Tensor, always: torch.Tensor, n: int, n_features: int) -> torch.Tensor:
+    if always.numel() == 0:
+        return keys
+    extra = (torch.arange(n).unsqueeze(1) * n_features + always.unsqueeze(0)).flatten()
+    return torch.sort(torch.cat([keys, extra])).values
+
+
+def _poisson_cells(
+    cumulative: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points of a unit-rate Poisson process on ``[0, cumulative[-1])``, located in their cells.
+
+    Returns each point's cell index (``searchsorted`` into the cumulative hazard) and its offset
+    from the cell's start.
+    """
+    total = float(cumulative[-1]) if cumulative.numel() else 0.0
+    if total <= 0:
+        empty = torch.empty(0, dtype=torch.int64)
+        return empty, empty.double()
+    count = int(torch.poisson(torch.tensor([total], dtype=torch.float64), generator=generator))
+    pos = torch.rand(count, generator=generator, dtype=torch.float64) * total
+    cell = torch.searchsorted(cumulative, pos, right=True).clamp_(max=cumulative.numel() - 1)
+    start = torch.where(cell > 0, cumulative[(cell - 1).clamp(min=0)], torch.zeros_like(pos))
+    return cell, pos - start
+
+
+class IndependentFiring:
+    """Independent Bernoulli(p_i) firing by inverting one Poisson process.
+
+    Give feature ``i`` hazard ``lambda_i = -log(1 - p_i)`` and lay all (sample, feature) cells end to end
+    on a line; a unit-rate Poisson process puts at least one point in a cell with probability
+    ``1 - exp(-lambda_i) = p_i``, independently across cells. Only the points are drawn, so a batch
+    costs O(n L0 log F) instead of O(n F).
+
+    ``free`` marks the features drawn by :meth:`sample`; the others (hierarchy children) are only
+    drawn on demand, for given cells, by :meth:`fire`.
+    """
+
+    def __init__(self, p: torch.Tensor, free: torch.Tensor):
+        self.p = p.double()
+        self.n_features = p.numel()
+        p_free = torch.where(free, self.p, torch.zeros_like(self.p))
+        self.always, sometimes = _split_certain(p_free)
+        hazard = torch.zeros(self.n_features, dtype=torch.float64)
+        hazard[sometimes] = -torch.log1p(-p_free[sometimes])
+        self.cumulative = hazard.cumsum(0)
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, None]:
+        per_row = float(self.cumulative[-1]) if self.n_features else 0.0
+        keys = torch.empty(0, dtype=torch.int64)
+        if per_row > 0:
+            # n rows laid end to end: cumulative hazard of cell (r, i) is r * per_row + cumulative[i].
+            count = int(
+                torch.poisson(torch.tensor([n * per_row], dtype=torch.float64), generator=generator)
+            )
+            pos = torch.rand(count, generator=generator, dtype=torch.float64) * (n * per_row)
+            rows = (pos / per_row).floor().clamp_(max=n - 1)
+            cols = torch.searchsorted(self.cumulative, pos - rows * per_row, right=True)
+            keys = torch.unique(
+                rows.long() * self.n_features + cols.clamp_(max=self.n_features - 1)
+            )
+        return _with_always(keys, self.always, n, self.n_features), None
+
+    def fire(
+        self, rows: torch.Tensor, cols: torch.Tensor, state: None, generator: torch.Generator
+    ) -> torch.Tensor:
+        return torch.rand(cols.numel(), generator=generator, dtype=torch.float64) < self.p[cols]
+
+
+class LowRankFiring:
+    """Exact low-rank Gaussian-copula firing, drawn per sample, by thinning.
+
+    Per sample draw ``w ~ N(0, I_rank)``; given ``w``, feature ``i`` fires independently with
+    probability ``q_i = P(eta > c_i)``, ``c_i = (tau_i - u_i·w) / s_i``, ``s_i = sqrt(1 - ‖u_i‖²)``.
+    Free features are sorted by ``tau`` and cut into blocks of ``block``; every cell of a block
+    becomes a candidate with the block's largest probability (a Poisson process as in
+    :class:`IndependentFiring`), and a candidate is kept with probability ``q_i / q_block``.
+    The per-sample ``w`` is returned as state so that :meth:`fire` can draw other cells later.
+    """
+
+    block = 32
+    chunk = 1024
+
+    def __init__(self, p: torch.Tensor, free: torch.Tensor, factor: torch.Tensor):
+        self.n_features = p.numel()
+        self.rank = factor.shape[1]
+        u = factor.double()
+        s = (1 - (u * u).sum(1)).sqrt()
+        tau = math.sqrt(2) * torch.erfinv(
+            1 - 2 * p.double().clamp(0, 1)
+        )  # +inf at p=0, -inf at p=1
+        self.u_over_s = (u / s[:, None]).float()
+        self.tau_over_s = (tau / s).float()
+        p_free = torch.where(free, p.double(), torch.zeros_like(p.double()))
+        self.always, sometimes = _split_certain(p_free)
+        order = sometimes[torch.argsort(tau[sometimes])]
+        self.cols = order
+        padded = -(-order.numel() // self.block) * self.block
+        # c = [w, 1] @ m; padding columns get a huge c so they never fire.
+        m = torch.zeros(self.rank + 1, padded)
+        m[:-1, : order.numel()] = -self.u_over_s[order].T
+        m[-1, : order.numel()] = self.tau_over_s[order]
+        m[-1, order.numel() :] = 1e4
+        self.m = m
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        w = torch.randn(n, self.rank, generator=generator)
+        parts = [
+            self._chunk(w, start, min(start + self.chunk, n), generator)
+            for start in range(0, n, self.chunk)
+        ]
+        keys = torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+        return _with_always(keys, self.always, n, self.n_features), w
+
+    def _chunk(
+        self, w: torch.Tensor, start: int, stop: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        b, padded, n = self.block, self.m.shape[1], stop - start
+        if padded == 0:
+            return torch.empty(0, dtype=torch.int64)
+        c = w[start:stop] @ self.m[:-1] + self.m[-1]  # [n, padded]
+        c_min = c.view(n, padded // b, b).amin(-1)
+        hazard = -torch.special.log_ndtr(c_min.double()).flatten()  # per cell of each block
+        cell, offset = _poisson_cells((hazard * b).cumsum(0), generator)
+        within = (offset / hazard[cell]).floor().long().clamp_(0, b - 1)
+        flat = torch.unique(cell * b + within)  # index into c.flatten(): row * padded + sorted col
+        q = torch.special.ndtr(-c.flatten()[flat].double())
+        bound = -torch.expm1(-hazard[flat // b])
+        flat = flat[torch.rand(flat.numel(), generator=generator, dtype=torch.float64) * bound < q]
+        keys = (flat // padded + start) * self.n_features + self.cols[flat % padded]
+        return torch.sort(keys).values
+
+    def fire(
+        self,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        state: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        c = self.tau_over_s[cols] - (self.u_over_s[cols] * state[rows]).sum(1)
+        q = torch.special.ndtr(-c.double())
+        return torch.rand(cols.numel(), generator=generator, dtype=torch.float64) < q
+
+
+class FullFiring:
+    """Dense Gaussian copula with an arbitrary correlation matrix (O(F²) per sample)."""
+
+    def __init__(self, p: torch.Tensor, free: torch.Tensor, correlation: torch.Tensor):
+        self.n_features = p.numel()
+        self.free = free
+        evals, evecs = torch.linalg.eigh(correlation.double())
+        self.root = (evecs * evals.clamp(min=0).sqrt()).float().T.contiguous()  # z = eta @ root
+        self.tau = (math.sqrt(2) * torch.erfinv(1 - 2 * p.double().clamp(0, 1))).float()
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn(n, self.n_features, generator=generator) @ self.root
+        return torch.nonzero(((z > self.tau) & self.free).flatten()).flatten(), z
+
+    def fire(
+        self,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        state: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        return state[rows, cols] > self.tau[cols]
+
+
+def check_correlation_matrix(name: str, c: torch.Tensor, n_features: int) -> torch.Tensor:
+    """Validate a user-supplied correlation matrix: symmetric, unit diagonal, PSD."""
+    if c.shape != (n_features, n_features):
+        raise ValueError(
+            f"{name} must have shape ({n_features}, {n_features}), got {tuple(c.shape)}"
+        )
+    c = c.double()
+    if not torch.isfinite(c).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if not torch.allclose(c, c.T, atol=1e-6):
+        raise ValueError(f"{name} must be symmetric")
+    if not torch.allclose(c.diagonal(), torch.ones(n_features, dtype=c.dtype), atol=1e-6):
+        raise ValueError(
+            f"{name} must have a unit diagonal, got diagonal values in "
+            f"[{float(c.diagonal().min()):.4g}, {float(c.diagonal().max()):.4g}]"
+        )
+    smallest = float(torch.linalg.eigvalsh(c).min())
+    if smallest < -1e-6:
+        raise ValueError(
+            f"{name} is not positive semi-definite (smallest eigenvalue {smallest:.4g})"
+        )
+    return c

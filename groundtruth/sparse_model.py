@@ -1,0 +1,174 @@
+"""Sparse feature models: activations ``x = sum_i c_i f_i + bias (+ noise)`` with known f and c."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from groundtruth._checks import check_int, check_real, check_tensor
+from groundtruth._serial import from_jsonable, serializable, to_jsonable
+from groundtruth.correlation import (
+    Correlation,
+    FullFiring,
+    IndependentFiring,
+    LowRank,
+    LowRankFiring,
+    RandomCorrelation,
+    check_correlation_matrix,
+)
+from groundtruth.directions import Directions
+from groundtruth.firing import Constant, Schedule, firing_probabilities
+from groundtruth.hierarchy import Forest, Hierarchy
+from groundtruth.latents import ActivationBatch, SparseCodes
+from groundtruth.magnitudes import Magnitude, Uniform
+
+
+def child_seed(seed: int, name: str) -> int:
+    """A seed for one named random stream derived from ``seed`` (stable across processes)."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
+
+
+@serializable
+@dataclass(frozen=True)
+class SparseFeatureConfig:
+    """Everything that defines a sparse feature model. Same config, same seed: same bytes."""
+
+    d: int
+    n_features: int
+    firing: Schedule = field(default_factory=lambda: Constant(0.01))
+    target_l0: float | None = None
+    magnitude: Magnitude = field(default_factory=Uniform)
+    correlation: Correlation | None = None
+    hierarchy: Hierarchy | None = None
+    directions: Directions = field(default_factory=Directions)
+    bias_norm: float = 0.0
+    noise_std: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("d", self.d)
+        check_int("n_features", self.n_features)
+        check_real("bias_norm", self.bias_norm, 0.0)
+        check_real("noise_std", self.noise_std, 0.0)
+        check_int("seed", self.seed, minimum=0)
+        if self.hierarchy is not None and self.hierarchy.n_nodes > self.n_features:
+            raise ValueError(
+                f"hierarchy has {self.hierarchy.n_nodes} nodes but n_features={self.n_features}"
+            )
+
+    def replace(self, **changes) -> SparseFeatureConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return to_jsonable(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> SparseFeatureConfig:
+        return from_jsonable(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+class SparseFeatureModel:
+    """A seeded generator of activations with their true directions and codes.
+
+    ``directions`` and ``correlation_matrix`` let a user supply their own dictionary ``[F, d]`` or
+    full correlation matrix ``[F, F]`` instead of the config's random ones.
+    """
+
+    def __init__(
+        self,
+        config: SparseFeatureConfig,
+        *,
+        directions: torch.Tensor | None = None,
+        correlation_matrix: torch.Tensor | None = None,
+    ):
+        self.config = cfg = config
+        n, d = cfg.n_features, cfg.d
+        gen = lambda name: torch.Generator().manual_seed(child_seed(cfg.seed, name))  # noqa: E731
+        if directions is None:
+            directions = cfg.directions.build(n, d, gen("directions"))
+        else:
+            directions = check_tensor("directions", directions, shape=(n, d)).float().clone()
+        self.directions = directions
+        bias = torch.randn(d, generator=gen("bias"))
+        self.bias = bias * (cfg.bias_norm / bias.norm()) if cfg.bias_norm > 0 else torch.zeros(d)
+        self.forest = Forest.build(cfg.hierarchy, n) if cfg.hierarchy is not None else None
+        p = torch.from_numpy(firing_probabilities(cfg.firing, n, cfg.target_l0))
+        if self.forest is not None and cfg.hierarchy.compensate:
+            p = self.forest.compensate(p)
+        self.probabilities = p
+        self.magnitude_params = cfg.magnitude.per_feature(n, gen("magnitudes"))
+        self.mean_magnitude = _mean_magnitude(cfg.magnitude, *self.magnitude_params)
+        free = self.forest.free if self.forest is not None else torch.ones(n, dtype=torch.bool)
+        if correlation_matrix is not None:
+            c = check_correlation_matrix("correlation_matrix", correlation_matrix, n)
+            self._firing = FullFiring(p, free, c)
+        elif isinstance(cfg.correlation, LowRank):
+            self._firing = LowRankFiring(p, free, cfg.correlation.factor(n, gen("correlation")))
+        elif isinstance(cfg.correlation, RandomCorrelation):
+            self._firing = FullFiring(p, free, cfg.correlation.matrix(n, gen("correlation")))
+        else:
+            self._firing = IndependentFiring(p, free)
+
+    @property
+    def parent(self) -> torch.Tensor:
+        """``parent[i]``: feature i's parent in the hierarchy, -1 if none."""
+        if self.forest is None:
+            return torch.full((self.config.n_features,), -1, dtype=torch.int64)
+        return self.forest.parent
+
+    def sample(self, n: int, generator: torch.Generator) -> ActivationBatch:
+        """Draw ``n`` samples. All randomness comes from ``generator``."""
+        check_int("n", n)
+        nf = self.config.n_features
+        keys, state = self._firing.sample(n, generator)
+        if self.forest is not None:
+            keys = self.forest.expand(keys, self._firing, state, nf, generator)
+        cols = keys % nf
+        a, b = self.magnitude_params
+        values = self.config.magnitude.draw(a[cols], b[cols], generator)
+        if self.forest is not None and self.forest.scale_children:
+            values = self.forest.scale(keys, values, self.mean_magnitude, nf)
+        rows = keys // nf
+        offsets = torch.searchsorted(rows, torch.arange(n))
+        x = F.embedding_bag(cols, self.directions, offsets, mode="sum", per_sample_weights=values)
+        x = x + self.bias
+        if self.config.noise_std > 0:
+            x = x + self.config.noise_std * torch.randn(x.shape, generator=generator)
+        return ActivationBatch(x, SparseCodes(rows, cols, values, (n, nf)), self.directions)
+
+    def stream(self, batch_size: int, seed: int = 0) -> Iterator[ActivationBatch]:
+        """An endless stream of training batches; ``seed`` picks the stream."""
+        g = torch.Generator().manual_seed(child_seed(self.config.seed, f"stream/{seed}"))
+        while True:
+            yield self.sample(batch_size, g)
+
+    def activations(self, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
+        """An endless stream of ``x`` alone, for training loops."""
+        return (batch.x for batch in self.stream(batch_size, seed))
+
+    def eval_set(self, n: int, seed: int = 0) -> ActivationBatch:
+        """A fixed evaluation set, disjoint in randomness from every training stream."""
+        return self.sample(
+            n, torch.Generator().manual_seed(child_seed(self.config.seed, f"eval/{seed}"))
+        )
+
+
+def _mean_magnitude(magnitude: Magnitude, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """E[coefficient | fires] per feature, used to scale children by their parent."""
+    if isinstance(magnitude, Uniform):
+        return a + b / 2
+    # Folded normal |N(a, b²)|: b sqrt(2/pi) exp(-a²/2b²) + a (1 - 2 Phi(-a/b)); constant when b = 0.
+    safe = b.clamp(min=1e-12)
+    folded = safe * np.sqrt(2 / np.pi) * torch.exp(-(a**2) / (2 * safe**2)) + a * (
+        1 - 2 * torch.special.ndtr(-a / safe)
+    )
+    return torch.where(b > 0, folded, a)
