@@ -55,15 +55,9 @@ def saelens_model(cfg):
                 scale_children_by_parent=h.scale_children,
             ),
             orthogonalization=OrthogonalizationConfig(num_steps=100, lr=3e-4),
-            correlation=LowRankCorrelationConfig(
-                rank=cfg.correlation.rank, correlation_scale=cfg.correlation.scale
-            ),
-            std_firing_magnitudes=FoldedNormalMagnitudeConfig(
-                mean=cfg.magnitude.std, std=cfg.magnitude.std_spread
-            ),
-            mean_firing_magnitudes=LinearMagnitudeConfig(
-                start=cfg.magnitude.mean_start, end=cfg.magnitude.mean_end
-            ),
+            correlation=LowRankCorrelationConfig(rank=cfg.correlation.rank, correlation_scale=cfg.correlation.scale),
+            std_firing_magnitudes=FoldedNormalMagnitudeConfig(mean=cfg.magnitude.std, std=cfg.magnitude.std_spread),
+            mean_firing_magnitudes=LinearMagnitudeConfig(start=cfg.magnitude.mean_start, end=cfg.magnitude.mean_end),
             bias=cfg.bias_norm,
             seed=cfg.seed,
         )
@@ -78,9 +72,7 @@ def main() -> None:
     parser.add_argument("--no-saelens", action="store_true", help="skip the side-by-side anchor")
     args = parser.parse_args()
     cfg = preset(args.preset)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, batch {args.batch}"
-    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, preset {args.preset}, batch {args.batch}")
 
     start = time.perf_counter()
     ours = SparseFeatureModel(cfg)
@@ -102,9 +94,7 @@ def main() -> None:
     with torch.no_grad():
         rate_theirs = throughput(lambda n: theirs.sample_with_features(n), args.batch, args.seconds)
     print(f"SAELens:     build {build_theirs:6.2f} s   {rate_theirs:10,.0f} samples/s")
-    print(
-        f"ratio: {rate_ours / rate_theirs:.1f}x throughput, {build_theirs / build_ours:.1f}x faster build"
-    )
+    print(f"ratio: {rate_ours / rate_theirs:.1f}x throughput, {build_theirs / build_ours:.1f}x faster build")
 
 
 if __name__ == "__main__":

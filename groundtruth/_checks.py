@@ -42,8 +42,7 @@ def check_tensor(
     if ndim is not None and value.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
     if shape is not None and (
-        value.ndim != len(shape)
-        or any(s is not None and s != v for s, v in zip(shape, value.shape, strict=True))
+        value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape, strict=True))
     ):
         raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
     if value.is_floating_point() and not torch.isfinite(value).all():

@@ -38,10 +38,7 @@ class LowRank:
         check_real("LowRank.scale", self.scale, 0.0)
 
     def factor(self, n_features: int, generator: torch.Generator) -> torch.Tensor:
-        u = (
-            torch.randn(n_features, self.rank, generator=generator, dtype=torch.float64)
-            * self.scale
-        )
+        u = torch.randn(n_features, self.rank, generator=generator, dtype=torch.float64) * self.scale
         norms = u.norm(dim=1, keepdim=True)
         limit = math.sqrt(0.99)
         return torch.where(norms > limit, u * (limit / norms), u)
@@ -84,9 +81,7 @@ def _with_always(keys: torch.Tensor, always: torch.Tensor, n: int, n_features: i
     return torch.sort(torch.cat([keys, extra])).values
 
 
-def _poisson_cells(
-    cumulative: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _poisson_cells(cumulative: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Points of a unit-rate Poisson process on ``[0, cumulative[-1])``, located in their cells.
 
     Returns each point's cell index (``searchsorted`` into the cumulative hazard) and its offset
@@ -129,20 +124,14 @@ class IndependentFiring:
         keys = torch.empty(0, dtype=torch.int64)
         if per_row > 0:
             # n rows laid end to end: cumulative hazard of cell (r, i) is r * per_row + cumulative[i].
-            count = int(
-                torch.poisson(torch.tensor([n * per_row], dtype=torch.float64), generator=generator)
-            )
+            count = int(torch.poisson(torch.tensor([n * per_row], dtype=torch.float64), generator=generator))
             pos = torch.rand(count, generator=generator, dtype=torch.float64) * (n * per_row)
             rows = (pos / per_row).floor().clamp_(max=n - 1)
             cols = torch.searchsorted(self.cumulative, pos - rows * per_row, right=True)
-            keys = torch.unique(
-                rows.long() * self.n_features + cols.clamp_(max=self.n_features - 1)
-            )
+            keys = torch.unique(rows.long() * self.n_features + cols.clamp_(max=self.n_features - 1))
         return _with_always(keys, self.always, n, self.n_features), None
 
-    def fire(
-        self, rows: torch.Tensor, cols: torch.Tensor, state: None, generator: torch.Generator
-    ) -> torch.Tensor:
+    def fire(self, rows: torch.Tensor, cols: torch.Tensor, state: None, generator: torch.Generator) -> torch.Tensor:
         return torch.rand(cols.numel(), generator=generator, dtype=torch.float64) < self.p[cols]
 
 
@@ -165,9 +154,7 @@ class LowRankFiring:
         self.rank = factor.shape[1]
         u = factor.double()
         s = (1 - (u * u).sum(1)).sqrt()
-        tau = math.sqrt(2) * torch.erfinv(
-            1 - 2 * p.double().clamp(0, 1)
-        )  # +inf at p=0, -inf at p=1
+        tau = math.sqrt(2) * torch.erfinv(1 - 2 * p.double().clamp(0, 1))  # +inf at p=0, -inf at p=1
         self.u_over_s = (u / s[:, None]).float()
         self.tau_over_s = (tau / s).float()
         p_free = torch.where(free, p.double(), torch.zeros_like(p.double()))
@@ -184,16 +171,11 @@ class LowRankFiring:
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         w = torch.randn(n, self.rank, generator=generator)
-        parts = [
-            self._chunk(w, start, min(start + self.chunk, n), generator)
-            for start in range(0, n, self.chunk)
-        ]
+        parts = [self._chunk(w, start, min(start + self.chunk, n), generator) for start in range(0, n, self.chunk)]
         keys = torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
         return _with_always(keys, self.always, n, self.n_features), w
 
-    def _chunk(
-        self, w: torch.Tensor, start: int, stop: int, generator: torch.Generator
-    ) -> torch.Tensor:
+    def _chunk(self, w: torch.Tensor, start: int, stop: int, generator: torch.Generator) -> torch.Tensor:
         b, padded, n = self.block, self.m.shape[1], stop - start
         if padded == 0:
             return torch.empty(0, dtype=torch.int64)
@@ -248,9 +230,7 @@ class FullFiring:
 def check_correlation_matrix(name: str, c: torch.Tensor, n_features: int) -> torch.Tensor:
     """Validate a user-supplied correlation matrix: symmetric, unit diagonal, PSD."""
     if c.shape != (n_features, n_features):
-        raise ValueError(
-            f"{name} must have shape ({n_features}, {n_features}), got {tuple(c.shape)}"
-        )
+        raise ValueError(f"{name} must have shape ({n_features}, {n_features}), got {tuple(c.shape)}")
     c = c.double()
     if not torch.isfinite(c).all():
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -263,7 +243,5 @@ def check_correlation_matrix(name: str, c: torch.Tensor, n_features: int) -> tor
         )
     smallest = float(torch.linalg.eigvalsh(c).min())
     if smallest < -1e-6:
-        raise ValueError(
-            f"{name} is not positive semi-definite (smallest eigenvalue {smallest:.4g})"
-        )
+        raise ValueError(f"{name} is not positive semi-definite (smallest eigenvalue {smallest:.4g})")
     return c

@@ -93,9 +93,7 @@ def firing_probabilities(schedule: Schedule, n: int, target_l0: float | None = N
         check_real("target_l0", target_l0, 0.0, float(n), low_open=True)
         total = p.sum()
         if total <= 0:
-            raise ValueError(
-                f"cannot rescale all-zero firing probabilities to target_l0={target_l0}"
-            )
+            raise ValueError(f"cannot rescale all-zero firing probabilities to target_l0={target_l0}")
         p = p * (target_l0 / total)
         if p.max() > 1.0:
             raise ValueError(

@@ -73,9 +73,7 @@ class Forest:
             first_child[parents] = children[:: spec.branching]
             level[children] = depth
             start, width = start + width, width * spec.branching
-        return cls(
-            parent, level, first_child, spec.branching, spec.mutually_exclusive, spec.scale_children
-        )
+        return cls(parent, level, first_child, spec.branching, spec.mutually_exclusive, spec.scale_children)
 
     @property
     def depth(self) -> int:
@@ -99,9 +97,7 @@ class Forest:
         """Features whose firing does not depend on a parent (roots and features outside trees)."""
         return self.parent < 0
 
-    def expand(
-        self, keys: torch.Tensor, firing, state, n_features: int, generator: torch.Generator
-    ) -> torch.Tensor:
+    def expand(self, keys: torch.Tensor, firing, state, n_features: int, generator: torch.Generator) -> torch.Tensor:
         """Add the children that fire, level by level, drawing only the children of firing parents.
 
         ``keys`` holds the firing free features; ``firing.fire(rows, cols, state, generator)`` draws
@@ -119,9 +115,7 @@ class Forest:
                 parent_keys - parent_keys % n_features + self.first_child[parent_keys % n_features]
             ).unsqueeze(1)
             child_keys = (child_keys + offsets).flatten()
-            fired = child_keys[
-                firing.fire(child_keys // n_features, child_keys % n_features, state, generator)
-            ]
+            fired = child_keys[firing.fire(child_keys // n_features, child_keys % n_features, state, generator)]
             if self.mutually_exclusive:
                 keep = torch.ones(fired.numel(), dtype=torch.bool)
                 keep[self._losers(fired, n_features, generator)] = False
@@ -129,9 +123,7 @@ class Forest:
             keys = torch.sort(torch.cat([keys, fired])).values
         return keys
 
-    def _losers(
-        self, keys: torch.Tensor, n_features: int, generator: torch.Generator
-    ) -> torch.Tensor:
+    def _losers(self, keys: torch.Tensor, n_features: int, generator: torch.Generator) -> torch.Tensor:
         """Positions in ``keys`` of siblings that lose: all but one uniformly chosen per sample."""
         if keys.numel() == 0:
             return keys
@@ -144,9 +136,7 @@ class Forest:
         first[1:] = grouped[1:] != grouped[:-1]
         return shuffled[order[~first]]
 
-    def scale(
-        self, keys: torch.Tensor, values: torch.Tensor, mean: torch.Tensor, n_features: int
-    ) -> torch.Tensor:
+    def scale(self, keys: torch.Tensor, values: torch.Tensor, mean: torch.Tensor, n_features: int) -> torch.Tensor:
         """Multiply each child's coefficient by its parent's coefficient over the parent's mean."""
         values = values.clone()
         for depth in range(1, self.depth + 1):

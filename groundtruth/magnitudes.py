@@ -74,11 +74,7 @@ class FoldedNormal:
         check_real("FoldedNormal.std_spread", self.std_spread, 0.0)
 
     def per_feature(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = (
-            torch.linspace(self.mean_start, self.mean_end, n)
-            if n > 1
-            else torch.tensor([self.mean_start])
-        )
+        mean = torch.linspace(self.mean_start, self.mean_end, n) if n > 1 else torch.tensor([self.mean_start])
         std = (self.std + self.std_spread * torch.randn(n, generator=generator)).abs()
         return mean, std
 

@@ -25,9 +25,7 @@ def sharkey2022(seed: int = 0) -> SparseFeatureConfig:
     )
 
 
-def _synthsaebench(
-    d: int, n_features: int, n_roots: int, max_overlap: float, seed: int
-) -> SparseFeatureConfig:
+def _synthsaebench(d: int, n_features: int, n_roots: int, max_overlap: float, seed: int) -> SparseFeatureConfig:
     return SparseFeatureConfig(
         d=d,
         n_features=n_features,

@@ -58,9 +58,7 @@ class SparseFeatureConfig:
         check_real("noise_std", self.noise_std, 0.0)
         check_int("seed", self.seed, minimum=0)
         if self.hierarchy is not None and self.hierarchy.n_nodes > self.n_features:
-            raise ValueError(
-                f"hierarchy has {self.hierarchy.n_nodes} nodes but n_features={self.n_features}"
-            )
+            raise ValueError(f"hierarchy has {self.hierarchy.n_nodes} nodes but n_features={self.n_features}")
 
     def replace(self, **changes) -> SparseFeatureConfig:
         return replace(self, **changes)
@@ -157,9 +155,7 @@ class SparseFeatureModel:
 
     def eval_set(self, n: int, seed: int = 0) -> ActivationBatch:
         """A fixed evaluation set, disjoint in randomness from every training stream."""
-        return self.sample(
-            n, torch.Generator().manual_seed(child_seed(self.config.seed, f"eval/{seed}"))
-        )
+        return self.sample(n, torch.Generator().manual_seed(child_seed(self.config.seed, f"eval/{seed}")))
 
 
 def _mean_magnitude(magnitude: Magnitude, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
