@@ -1,0 +1,57 @@
+"""Gated SAE: separate "which latents fire" from "how strongly".
+
+Rajamanoharan et al. (2024), "Improving Dictionary Learning with Gated Sparse Autoencoders". A gate
+``π_gate = (x - b_dec) W_enc + b_gate`` decides which latents are on; magnitudes come from the same
+encoder rescaled per latent, ``π_mag = (x - b_dec) (W_enc ⊙ exp(r_mag)) + b_mag``. The L1 penalty
+falls on ``ReLU(π_gate)`` weighted by decoder norms, and an auxiliary loss asks ``ReLU(π_gate)`` to
+reconstruct ``x`` through a frozen copy of the decoder, which trains the gate despite the step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toymodels.sae.base import LossTerms, SparseAutoencoder, mse_loss
+from toymodels.sae.relu import warmup
+
+
+class GatedSAE(SparseAutoencoder):
+    """Gated SAE; ``b_enc`` plays the gate bias ``b_gate`` (saved under that name)."""
+
+    architecture = "gated"
+    saved_as = "gated"
+    saved_tensors = {
+        "W_enc": "W_enc",
+        "b_gate": "b_enc",
+        "r_mag": "r_mag",
+        "b_mag": "b_mag",
+        "W_dec": "W_dec",
+        "b_dec": "b_dec",
+    }
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae))
+
+    def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        centred = x - self.b_dec
+        gate = centred @ self.W_enc + self.b_enc
+        mag = centred @ (self.W_enc * self.r_mag.exp()) + self.b_mag
+        return gate, mag
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        gate, mag = self._paths(x)
+        return (gate > 0).to(mag.dtype) * F.relu(mag)
+
+    def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
+        gate, mag = self._paths(x)
+        codes = (gate > 0).to(mag.dtype) * F.relu(mag)
+        mse = mse_loss(x, self.decode(codes))
+        gate_acts = F.relu(gate)
+        penalty = (gate_acts * self.W_dec.norm(dim=1)).sum(-1).mean()
+        aux = mse_loss(x, gate_acts @ self.W_dec.detach() + self.b_dec.detach())
+        total = mse + self.cfg.sparsity_coefficient * warmup(progress) * penalty + aux
+        return LossTerms(total, mse, codes.detach(), {"sparsity": float(penalty.detach()), "aux": float(aux.detach())})

@@ -1,0 +1,102 @@
+"""ReLU SAEs with an L1-type penalty: the standard SAE and p-annealing."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from groundtruth.sparse_model import child_seed
+from toymodels.sae.base import LossTerms, SparseAutoencoder, mse_loss
+
+
+def warmup(progress: float, fraction: float = 0.05) -> float:
+    """Linear warm-up of the sparsity coefficient over the first ``fraction`` of training."""
+    return min(1.0, progress / fraction) if fraction > 0 else 1.0
+
+
+class StandardSAE(SparseAutoencoder):
+    """ReLU SAE with an L1 penalty.
+
+    With ``decoder_norm="unit"``: decoder rows fixed at norm 1 and dead latents resampled from poorly
+    reconstructed inputs every ``resample_every`` steps (Bricken et al. 2023, "Towards
+    Monosemanticity"). With ``decoder_norm="free"``: the L1 term is ``sum_i c_i ‖W_dec[i]‖``
+    (Conerly et al. 2024, "Circuits Updates – April 2024"), so no constraint is needed.
+    """
+
+    architecture = "standard"
+    saved_as = "standard"
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.pre_activations(x))
+
+    def penalty(self, codes: torch.Tensor, progress: float) -> torch.Tensor:
+        if self.decoder_norm == "free":
+            return (codes * self.W_dec.norm(dim=1)).sum(-1).mean()
+        return codes.sum(-1).mean()  # codes are non-negative: this is the L1 norm
+
+    def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
+        codes = self.encode(x)
+        mse = mse_loss(x, self.decode(codes))
+        penalty = self.penalty(codes, progress)
+        total = mse + self.cfg.sparsity_coefficient * warmup(progress) * penalty
+        return LossTerms(total, mse, codes.detach(), {"sparsity": float(penalty.detach())})
+
+    @torch.no_grad()
+    def after_optimizer_step(self, x: torch.Tensor, codes: torch.Tensor, optimizer, step: int) -> None:
+        super().after_optimizer_step(x, codes, optimizer, step)
+        every = self.cfg.resample_every
+        if every and self.decoder_norm == "unit" and step % every == 0:
+            self.resample_dead(x, optimizer, step)
+
+    @torch.no_grad()
+    def resample_dead(self, x: torch.Tensor, optimizer, step: int) -> int:
+        """Re-initialise dead latents towards inputs the SAE reconstructs worst (Bricken et al. 2023).
+
+        Inputs are drawn with probability proportional to their squared error; a dead latent's
+        decoder row becomes the unit residual, its encoder column the same direction scaled to 0.2×
+        the mean alive encoder norm, its bias 0, and its Adam moments are zeroed. Returns how many
+        latents were resampled.
+        """
+        dead = torch.nonzero(self.dead_mask()).flatten()
+        if dead.numel() == 0:
+            return 0
+        residual = x - self(x)
+        err = residual.pow(2).sum(1)
+        if float(err.sum()) <= 0:
+            return 0
+        g = torch.Generator(device=x.device).manual_seed(child_seed(self.cfg.seed, f"resample/{step}"))
+        rows = torch.multinomial(err, dead.numel(), replacement=True, generator=g)
+        direction = residual[rows] / residual[rows].norm(dim=1, keepdim=True).clamp(min=1e-12)
+        alive = ~self.dead_mask()
+        enc_norm = self.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+        self.W_dec[dead] = direction
+        self.W_enc[:, dead] = direction.T * 0.2 * enc_norm
+        self.b_enc[dead] = 0.0
+        reset_adam(optimizer, self.W_dec, dead, dim=0)
+        reset_adam(optimizer, self.W_enc, dead, dim=1)
+        reset_adam(optimizer, self.b_enc, dead, dim=0)
+        self.steps_since_fired[dead] = 0
+        return int(dead.numel())
+
+
+def reset_adam(optimizer, param: torch.Tensor, index: torch.Tensor, dim: int) -> None:
+    """Zero Adam's moment estimates for the slices ``index`` of ``param`` along ``dim``."""
+    state = optimizer.state.get(param, {})
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in state:
+            state[key].index_fill_(dim, index, 0.0)
+
+
+class PAnnealSAE(StandardSAE):
+    """ReLU SAE whose penalty ``sum_i c_i^p`` anneals ``p`` linearly from 1 to ``p_end`` over training
+    (Karvonen et al. 2024, "Measuring Progress in Dictionary Learning for Language Model
+    Interpretability with Board Game Models"). Saved as a standard SAE: inference is plain ReLU."""
+
+    architecture = "p_anneal"
+    saved_as = "standard"
+
+    def penalty(self, codes: torch.Tensor, progress: float) -> torch.Tensor:
+        p = 1.0 + (self.cfg.p_end - 1.0) * min(max(progress, 0.0), 1.0)
+        weighted = codes * self.W_dec.norm(dim=1) if self.decoder_norm == "free" else codes
+        # c^p has an infinite slope at 0 for p < 1; a tiny offset keeps gradients finite.
+        return ((weighted + 1e-6).pow(p) - 1e-6**p).sum(-1).mean()

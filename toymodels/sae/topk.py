@@ -1,0 +1,169 @@
+"""TopK-style SAEs: TopK with AuxK, BatchTopK, and Matryoshka-BatchTopK.
+
+All keep unit-norm decoder rows. During training only k latents per sample (on average, for the
+batch variants) are non-zero, so decoding uses ``embedding_bag`` over the active latents instead of
+a dense ``[n, d_sae] @ [d_sae, d_in]`` product, and gradients reach only the rows that fired.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from toymodels.sae.base import LossTerms, SparseAutoencoder, default_aux_k, mse_loss
+
+
+def sparse_decode(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, w_dec: torch.Tensor, n: int) -> torch.Tensor:
+    """``sum_j vals * w_dec[cols]`` per row, for coordinates sorted by row; differentiable in both."""
+    offsets = torch.searchsorted(rows, torch.arange(n, device=rows.device))
+    return F.embedding_bag(cols, w_dec, offsets, mode="sum", per_sample_weights=vals)
+
+
+class TopKSAE(SparseAutoencoder):
+    """Keep the k largest pre-activations per sample, then ReLU (Gao et al. 2024, "Scaling and
+    evaluating sparse autoencoders"). Dead latents are revived by the AuxK loss: the ``aux_k``
+    largest pre-activations among dead latents must reconstruct the main model's residual,
+    weighted by ``aux_coefficient`` (1/32 in the paper)."""
+
+    architecture = "topk"
+    saved_as = "topk"
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre_activations(x)
+        vals, idx = pre.topk(self.cfg.k, dim=-1)
+        return torch.zeros_like(pre).scatter_(-1, idx, F.relu(vals))
+
+    def saelens_fields(self) -> dict:
+        return {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False}
+
+    def select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat (row, col) coordinates, sorted, of the latents active in training."""
+        idx = pre.topk(self.cfg.k, dim=-1).indices.sort(dim=-1).values
+        rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(self.cfg.k)
+        return rows, idx.flatten()
+
+    def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
+        n = x.shape[0]
+        pre = self.pre_activations(x)
+        with torch.no_grad():
+            rows, cols = self.select(pre)
+        vals = F.relu(pre[rows, cols])
+        x_hat = sparse_decode(rows, cols, vals, self.W_dec, n) + self.b_dec
+        mse = mse_loss(x, x_hat)
+        codes = torch.zeros(pre.shape, device=x.device)
+        codes[rows, cols] = vals.detach()
+        total, parts = mse, {}
+        if self.cfg.aux_coefficient > 0:
+            aux = self.aux_loss(x - x_hat.detach(), pre)
+            if aux is not None:
+                total = total + self.cfg.aux_coefficient * aux
+                parts["aux"] = float(aux.detach())
+        return LossTerms(total, mse, codes, parts)
+
+    def aux_loss(self, residual: torch.Tensor, pre: torch.Tensor) -> torch.Tensor | None:
+        dead = self.dead_mask()
+        if not dead.any():
+            return None
+        k_aux = min(default_aux_k(self.cfg), int(dead.sum()))
+        masked = pre.masked_fill(~dead, float("-inf"))
+        vals, idx = masked.topk(k_aux, dim=-1)
+        recon = (F.relu(vals).unsqueeze(-1) * self.W_dec[idx]).sum(1)
+        return mse_loss(residual, recon)
+
+
+class BatchTopKSAE(TopKSAE):
+    """Keep the ``k * batch`` largest ReLU pre-activations across the whole batch, so L0 is k on
+    average but varies per sample (Bussmann et al. 2024, "BatchTopK Sparse Autoencoders").
+
+    Inference uses a single threshold θ, the running mean over training batches of the smallest
+    kept activation, so a saved model is a JumpReLU SAE with ``threshold = θ`` for every latent.
+    """
+
+    architecture = "batchtopk"
+    saved_as = "jumprelu"
+    threshold_momentum = 0.99
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.register_buffer("threshold", torch.zeros(()))
+        self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.int64))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.pre_activations(x))
+        return pre * (pre > self.threshold)
+
+    def saelens_fields(self) -> dict:
+        return {}
+
+    def select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, m = pre.shape
+        flat = F.relu(pre).flatten()
+        kept = flat.topk(min(self.cfg.k * n, flat.numel())).indices
+        kept = kept[flat[kept] > 0].sort().values
+        if self.training and kept.numel():
+            smallest = flat[kept].min()
+            if int(self.threshold_updates) == 0:
+                self.threshold.copy_(smallest)
+            else:
+                self.threshold.lerp_(smallest, 1 - self.threshold_momentum)
+            self.threshold_updates += 1
+        return kept // m, kept % m
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        state = super().export_state()
+        state["threshold"] = self.threshold.expand(self.cfg.d_sae).clone()
+        return state
+
+    @torch.no_grad()
+    def import_state(self, weights: dict[str, torch.Tensor]) -> None:
+        weights = dict(weights)
+        threshold = weights.pop("threshold", None)
+        if threshold is None or threshold.shape != (self.cfg.d_sae,) or not bool((threshold == threshold[0]).all()):
+            raise ValueError("a BatchTopK SAE needs one shared inference threshold, saved per latent")
+        super().import_state(weights)
+        self.threshold.copy_(threshold[0])
+        self.threshold_updates.fill_(1)
+
+
+class MatryoshkaBatchTopKSAE(BatchTopKSAE):
+    """BatchTopK whose loss sums the reconstruction errors of nested prefixes of the dictionary, so
+    early latents must work alone and learn general features (Bussmann et al. 2025, "Learning
+    Multi-Level Features with Matryoshka Sparse Autoencoders"; Nabeshima 2024)."""
+
+    architecture = "matryoshka_batchtopk"
+    saved_as = "jumprelu"
+
+    def prefixes(self) -> tuple[int, ...]:
+        if self.cfg.matryoshka_prefixes:
+            return self.cfg.matryoshka_prefixes
+        sizes, m = [], self.cfg.d_sae
+        while m >= max(self.cfg.k, 1) and len(sizes) < 5:
+            sizes.append(m)
+            m //= 2
+        return tuple(sorted(sizes))
+
+    def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
+        n = x.shape[0]
+        pre = self.pre_activations(x)
+        with torch.no_grad():
+            rows, cols = self.select(pre)
+        vals = F.relu(pre[rows, cols])
+        x_hat = self.b_dec.expand(n, -1)
+        losses, start = [], 0
+        for stop in self.prefixes():
+            part = (cols >= start) & (cols < stop)
+            x_hat = x_hat + sparse_decode(rows[part], cols[part], vals[part], self.W_dec, n)
+            losses.append(mse_loss(x, x_hat))
+            start = stop
+        mse = losses[-1]
+        codes = torch.zeros(pre.shape, device=x.device)
+        codes[rows, cols] = vals.detach()
+        total = torch.stack(losses).mean()
+        parts = {}
+        if self.cfg.aux_coefficient > 0:
+            aux = self.aux_loss(x - x_hat.detach(), pre)
+            if aux is not None:
+                total = total + self.cfg.aux_coefficient * aux
+                parts["aux"] = float(aux.detach())
+        return LossTerms(total, mse, codes, parts)
+
