@@ -1,0 +1,159 @@
+"""One training loop for every SAE variant: any iterator of activation batches in, a trained SAE out.
+
+Checkpoints hold the full module state (parameters and buffers such as firing counters and
+thresholds), the optimiser and the step, written atomically. Resuming restores them and skips the
+batches already consumed, so a deterministic data stream resumes to the same weights as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from groundtruth._checks import check_int, check_real
+from toymodels.sae.base import SparseAutoencoder
+from toymodels.sae.io import replace_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule. The learning rate warms up linearly over ``warmup_steps`` and decays
+    linearly to zero over the last ``decay_fraction`` of training."""
+
+    steps: int
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    decay_fraction: float = 0.2
+    checkpoint_every: int = 0
+    log_every: int = 100
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps)
+        check_real("lr", self.lr, 0.0, low_open=True)
+        check_int("warmup_steps", self.warmup_steps, minimum=0)
+        check_real("decay_fraction", self.decay_fraction, 0.0, 1.0)
+        check_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        check_int("log_every", self.log_every)
+
+    def lr_at(self, step: int) -> float:
+        scale = 1.0
+        if self.warmup_steps and step < self.warmup_steps:
+            scale = (step + 1) / self.warmup_steps
+        decay_start = self.steps * (1 - self.decay_fraction)
+        if self.decay_fraction > 0 and step >= decay_start:
+            scale *= max(0.0, (self.steps - step) / (self.steps - decay_start))
+        return self.lr * scale
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    samples: int
+    history: list[dict] = field(default_factory=list)
+
+
+def _tensors(batches: Iterable) -> Iterator[torch.Tensor]:
+    for batch in batches:
+        yield batch.x if hasattr(batch, "x") else batch
+
+
+def train_sae(
+    sae: SparseAutoencoder,
+    batches: Iterable,
+    train: TrainConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> TrainResult:
+    """Train ``sae`` in place on ``train.steps`` batches drawn from ``batches``.
+
+    ``batches`` yields ``[n, d_in]`` tensors (or objects with an ``x`` attribute, such as
+    :class:`groundtruth.ActivationBatch`). With ``checkpoint_dir`` set, a checkpoint is written every
+    ``train.checkpoint_every`` steps and at the end, and an existing checkpoint is resumed from.
+    """
+    device = torch.device(device) if device is not None else sae.device
+    sae.to(device).train()
+    optimizer = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.betas)
+    start_step, history = 0, []
+    ckpt = Path(checkpoint_dir) / "latest" if checkpoint_dir is not None else None
+    if ckpt is not None and ckpt.exists():
+        start_step, history = load_checkpoint(ckpt, sae, optimizer, device)
+        logger.info("resuming from %s at step %d", ckpt, start_step)
+    stream = _tensors(batches)
+    for _ in range(start_step):  # fast-forward a deterministic stream past consumed batches
+        next(stream)
+    started, samples = time.perf_counter(), 0
+    bar = tqdm(total=train.steps, initial=start_step, desc=f"{sae.architecture} SAE", disable=not progress)
+    for step in range(start_step, train.steps):
+        x = next(stream).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = train.lr_at(step)
+        terms = sae.training_loss(x, step / train.steps)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        sae.before_optimizer_step()
+        optimizer.step()
+        sae.after_optimizer_step(x, terms.codes, optimizer, step + 1)
+        samples += x.shape[0]
+        if (step + 1) % train.log_every == 0 or step + 1 == train.steps:
+            record = {
+                "step": step + 1,
+                "loss": float(terms.total.detach()),
+                "mse": float(terms.mse.detach()),
+                "l0": float((terms.codes > 0).sum(-1).float().mean()),
+                **terms.parts,
+            }
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4g}", l0=f"{record['l0']:.1f}")
+            logger.info("step %d: %s", step + 1, record)
+        bar.update(1)
+        if ckpt is not None and (
+            (train.checkpoint_every and (step + 1) % train.checkpoint_every == 0) or step + 1 == train.steps
+        ):
+            save_checkpoint(ckpt, sae, optimizer, step + 1, history)
+    bar.close()
+    sae.eval()
+    return TrainResult(train.steps, time.perf_counter() - started, samples, history)
+
+
+def save_checkpoint(path: Path, sae: SparseAutoencoder, optimizer, step: int, history: list[dict]) -> None:
+    """Write module state, optimiser state and progress into a fresh folder, then swap it in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
+        save_file(state, tmp / "module.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        meta = {"step": step, "config": sae.cfg.to_dict(), "history": history}
+        (tmp / "trainer.json").write_text(json.dumps(meta))
+        replace_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, sae: SparseAutoencoder, optimizer, device) -> tuple[int, list[dict]]:
+    meta = json.loads((path / "trainer.json").read_text())
+    if meta["config"] != sae.cfg.to_dict():
+        raise ValueError(f"checkpoint at {str(path)!r} was written for a different SAE config: {meta['config']}")
+    sae.load_state_dict({k: v.to(device) for k, v in load_file(path / "module.safetensors").items()})
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+    return int(meta["step"]), list(meta["history"])
+
+
+__all__ = ["TrainConfig", "TrainResult", "train_sae"]
