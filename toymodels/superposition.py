@@ -20,6 +20,7 @@ import logging
 import math
 import numbers
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -27,8 +28,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from groundtruth.latents import ActivationBatch, SparseCodes
+from groundtruth.sparse_model import child_seed
 
 __all__ = [
+    "HiddenLayerSource",
     "ToyModel",
     "ToyModelConfig",
     "dimensions_per_feature",
@@ -315,3 +318,28 @@ def toy_activations(model: ToyModel, n: int, generator: torch.Generator) -> Acti
         shape=(n, model.config.n_features),
     )
     return ActivationBatch(x=x, codes=codes, directions=directions)
+
+
+class HiddenLayerSource:
+    """The toy model's hidden layer as an activation source, with the same stream/eval interface as
+    :class:`groundtruth.SparseFeatureModel`: true directions are W's columns, codes the input features."""
+
+    def __init__(self, model: ToyModel, seed: int = 0) -> None:
+        self.model = model
+        self.seed = seed
+        self.parent = torch.full((model.config.n_features,), -1, dtype=torch.int64)
+
+    def _generator(self, name: str) -> torch.Generator:
+        return torch.Generator().manual_seed(child_seed(self.seed, name))
+
+    def stream(self, batch_size: int, seed: int = 0) -> Iterator[ActivationBatch]:
+        """An endless stream of training batches; ``seed`` picks the stream."""
+        g = self._generator(f"stream/{seed}")
+        while True:
+            yield toy_activations(self.model, batch_size, g)
+
+    def activations(self, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
+        return (batch.x for batch in self.stream(batch_size, seed))
+
+    def eval_set(self, n: int, seed: int = 0) -> ActivationBatch:
+        return toy_activations(self.model, n, self._generator(f"eval/{seed}"))

@@ -1,0 +1,81 @@
+"""Figures from saved results: decoder-vs-truth cosine heatmaps and recovery against L0.
+
+Each function reads what an experiment saved and writes ``<stem>.png`` and ``<stem>.pdf``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+
+from analysis.metrics import cosine_matrix  # noqa: E402
+from analysis.recovery import RecoveryRow  # noqa: E402
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def ordered_cosines(true_dirs: torch.Tensor, w_dec: torch.Tensor, max_features: int = 256) -> torch.Tensor:
+    """Cosines ``[F', m']`` for the first ``max_features`` true features and the latents whose best
+    match (largest |cos|) is among them, latents ordered by that best match."""
+    cos = cosine_matrix(true_dirs.float(), w_dec.float())
+    best = cos.abs().argmax(0)
+    keep = torch.nonzero(best < max_features).flatten()
+    order = keep[torch.argsort(best[keep], stable=True)]
+    return cos[:max_features][:, order]
+
+
+def cosine_heatmaps(panels: dict[str, torch.Tensor], stem: Path, title: str) -> list[Path]:
+    """One heatmap per SAE: true features (rows) against latents ordered by best match (columns),
+    signed cosine on a diverging colormap centred at 0."""
+    sns.set_theme(context="paper", style="white")
+    n = len(panels)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (name, cos) in zip(axes.flat, panels.items(), strict=False):
+        image = ax.imshow(cos.numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_title(name)
+        ax.set_xlabel("latent (ordered by best match)")
+        ax.set_ylabel("true feature")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes, shrink=0.6, label="cosine(decoder row, true direction)")
+    fig.suptitle(title)
+    return _save(fig, stem)
+
+
+def recovery_vs_l0(rows: list[RecoveryRow], stem: Path) -> list[Path]:
+    """MCC and F1 against L0, one line per variant, one column per source."""
+    sns.set_theme(context="paper", style="whitegrid")
+    sources = sorted({r.source for r in rows})
+    fig, axes = plt.subplots(2, len(sources), figsize=(4.2 * len(sources), 6.0), squeeze=False, sharex="col")
+    variants = sorted({r.variant for r in rows})
+    palette = dict(zip(variants, sns.color_palette("colorblind", len(variants)), strict=False))
+    for j, source in enumerate(sources):
+        for i, metric in enumerate(("mcc", "f1")):
+            ax = axes[i, j]
+            for variant in variants:
+                pts = sorted((r.l0, getattr(r, metric)) for r in rows if r.source == source and r.variant == variant)
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", label=variant, color=palette[variant])
+            ax.set_ylabel(metric.upper())
+            ax.set_ylim(0, 1.02)
+            if i == 0:
+                ax.set_title(source)
+            else:
+                ax.set_xlabel("L0 (mean active latents)")
+    axes[0, -1].legend(fontsize="small", loc="lower right")
+    return _save(fig, stem)

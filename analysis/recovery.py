@@ -1,0 +1,122 @@
+"""Recovery experiments: train SAE variants on an activation source and score them against the truth.
+
+An activation source is anything with ``activations(batch_size, seed)`` (an endless iterator of
+``[n, d]`` tensors), ``eval_set(n, seed)`` (an :class:`groundtruth.ActivationBatch`) and ``parent``
+(the hierarchy, -1 everywhere when there is none): :class:`groundtruth.SparseFeatureModel` and
+:class:`toymodels.superposition.HiddenLayerSource` both are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from analysis.metrics import score_sae
+from toymodels.sae import SAEConfig, make_sae, save_sae
+from toymodels.train import TrainConfig, train_sae
+
+logger = logging.getLogger(__name__)
+
+# Variants and the knob that sets their sparsity: "k" for TopK-style SAEs, else the coefficient.
+VARIANTS = {
+    "standard": "sparsity_coefficient",
+    "topk": "k",
+    "batchtopk": "k",
+    "jumprelu": "sparsity_coefficient",
+    "gated": "sparsity_coefficient",
+    "matryoshka_batchtopk": "k",
+    "p_anneal": "sparsity_coefficient",
+}
+
+
+@dataclass(frozen=True)
+class RecoveryRow:
+    """One trained SAE's scores: the scoreboard's row."""
+
+    source: str
+    variant: str
+    seed: int
+    d_sae: int
+    knob: float
+    seconds: float
+    l0: float
+    fve: float
+    mse: float
+    mcc: float
+    mmcs_true_to_learned: float
+    mmcs_learned_to_true: float
+    f1: float
+    precision: float
+    recall: float
+    dead: int
+    n_eval: int
+    shrinkage: float
+    gamma: float
+    uniqueness: float
+    absorption: float | None
+
+
+def run_variant(
+    source,
+    source_name: str,
+    sae_cfg: SAEConfig,
+    train: TrainConfig,
+    *,
+    batch_size: int,
+    eval_batch=None,
+    n_eval: int = 20_000,
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[RecoveryRow, torch.nn.Module]:
+    """Train one SAE on ``source`` and score it on a held-out evaluation set."""
+    sae = make_sae(sae_cfg)
+    started = time.perf_counter()
+    train_sae(sae, source.activations(batch_size, seed=sae_cfg.seed), train, progress=progress)
+    seconds = time.perf_counter() - started
+    if eval_batch is None:
+        eval_batch = source.eval_set(n_eval)
+    parent = source.parent if bool((source.parent >= 0).any()) else None
+    report = score_sae(sae, eval_batch.x, eval_batch.codes.to_dense(), eval_batch.directions, parent=parent)
+    knob_name = VARIANTS[sae_cfg.architecture]
+    row = RecoveryRow(
+        source=source_name,
+        variant=sae_cfg.architecture,
+        seed=sae_cfg.seed,
+        d_sae=sae_cfg.d_sae,
+        knob=float(getattr(sae_cfg, knob_name)),
+        seconds=seconds,
+        **{k: v for k, v in report.to_dict().items() if k in RecoveryRow.__dataclass_fields__},
+    )
+    if out_dir is not None:
+        save_sae(sae, Path(out_dir) / "saes" / f"{source_name}-{sae_cfg.architecture}-{row.knob:g}-s{sae_cfg.seed}")
+    logger.info("%s %s: %s", source_name, sae_cfg.architecture, row)
+    return row, sae
+
+
+def save_rows(rows: list[RecoveryRow], path: Path) -> None:
+    """Write rows as JSON (atomically: a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    tmp.replace(path)
+
+
+def load_rows(path: Path) -> list[RecoveryRow]:
+    return [RecoveryRow(**r) for r in json.loads(Path(path).read_text())]
+
+
+def scoreboard(rows: list[RecoveryRow]) -> str:
+    """A plain-text table: variant, L0, FVE, MCC, MMCS, F1, dead, seconds."""
+    head = f"{'source':<20} {'variant':<21} {'L0':>6} {'FVE':>6} {'MCC':>6} {'MMCS':>6} {'F1':>6} {'dead':>5} {'sec':>6}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r.source:<20} {r.variant:<21} {r.l0:6.1f} {r.fve:6.3f} {r.mcc:6.3f} "
+            f"{r.mmcs_true_to_learned:6.3f} {r.f1:6.3f} {r.dead:5d} {r.seconds:6.1f}"
+        )
+    lines.append("MMCS is true→learned (mean over true features of the best decoder cosine).")
+    return "\n".join(lines)
