@@ -44,12 +44,14 @@ def cosine_heatmaps(panels: dict[str, torch.Tensor], stem: Path, title: str) -> 
     n = len(panels)
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, (name, cos) in zip(axes.flat, panels.items(), strict=False):
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.8 * rows), squeeze=False, layout="constrained")
+    for i, (ax, (name, cos)) in enumerate(zip(axes.flat, panels.items(), strict=False)):
         image = ax.imshow(cos.numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
-        ax.set_title(name)
-        ax.set_xlabel("latent (ordered by best match)")
-        ax.set_ylabel("true feature")
+        ax.set_title(name, fontsize="small")
+        if i % cols == 0:
+            ax.set_ylabel("true feature")
+        if i >= n - cols:
+            ax.set_xlabel("latent (by best match)")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.colorbar(image, ax=axes, shrink=0.6, label="cosine(decoder row, true direction)")
@@ -61,7 +63,9 @@ def recovery_vs_l0(rows: list[RecoveryRow], stem: Path) -> list[Path]:
     """MCC and F1 against L0, one line per variant, one column per source."""
     sns.set_theme(context="paper", style="whitegrid")
     sources = sorted({r.source for r in rows})
-    fig, axes = plt.subplots(2, len(sources), figsize=(4.2 * len(sources), 6.0), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(
+        2, len(sources), figsize=(4.2 * len(sources), 6.0), squeeze=False, sharex="col", layout="constrained"
+    )
     variants = sorted({r.variant for r in rows})
     palette = dict(zip(variants, sns.color_palette("colorblind", len(variants)), strict=False))
     for j, source in enumerate(sources):
