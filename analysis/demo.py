@@ -103,8 +103,14 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, progress: boo
             for knob in knobs[:1] if quick else knobs:
                 cfg = sae_config(plan, variant, knob, eval_batch.x.shape[1], seed)
                 row, _ = run_variant(
-                    source, plan.name, cfg, train, batch_size=plan.batch_size, eval_batch=eval_batch,
-                    out_dir=out_dir, progress=progress,
+                    source,
+                    plan.name,
+                    cfg,
+                    train,
+                    batch_size=plan.batch_size,
+                    eval_batch=eval_batch,
+                    out_dir=out_dir,
+                    progress=progress,
                 )
                 rows.append(row)
                 save_rows(rows, out_dir / "results.json")

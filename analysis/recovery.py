@@ -111,7 +111,9 @@ def load_rows(path: Path) -> list[RecoveryRow]:
 
 def scoreboard(rows: list[RecoveryRow]) -> str:
     """A plain-text table: variant, L0, FVE, MCC, MMCS, F1, dead, seconds."""
-    head = f"{'source':<20} {'variant':<21} {'L0':>6} {'FVE':>6} {'MCC':>6} {'MMCS':>6} {'F1':>6} {'dead':>5} {'sec':>6}"
+    head = (
+        f"{'source':<20} {'variant':<21} {'L0':>6} {'FVE':>6} {'MCC':>6} {'MMCS':>6} {'F1':>6} {'dead':>5} {'sec':>6}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(

@@ -182,11 +182,16 @@ class LowRankFiring:
         c = w[start:stop] @ self.m[:-1] + self.m[-1]  # [n, padded]
         c_min = c.view(n, padded // b, b).amin(-1)
         hazard = -torch.special.log_ndtr(c_min.double()).flatten()  # per cell of each block
-        cell, offset = _poisson_cells((hazard * b).cumsum(0), generator)
-        within = (offset / hazard[cell]).floor().long().clamp_(0, b - 1)
-        flat = torch.unique(cell * b + within)  # index into c.flatten(): row * padded + sorted col
+        # A block whose hazard exceeds 1 would put hazard * b Poisson points (unbounded as the copula
+        # pushes q towards 1) into its b cells: take all b cells as candidates instead (bound 1).
+        dense = hazard > 1.0
+        sparse_hazard = torch.where(dense, torch.zeros_like(hazard), hazard)
+        cell, offset = _poisson_cells((sparse_hazard * b).cumsum(0), generator)
+        within = (offset / sparse_hazard[cell]).nan_to_num(0.0, 0.0, 0.0).floor().long().clamp_(0, b - 1)
+        every = (torch.nonzero(dense).flatten().unsqueeze(1) * b + torch.arange(b)).flatten()
+        flat = torch.unique(torch.cat([cell * b + within, every]))  # index into c.flatten(): row * padded + col
         q = torch.special.ndtr(-c.flatten()[flat].double())
-        bound = -torch.expm1(-hazard[flat // b])
+        bound = torch.where(dense[flat // b], 1.0, -torch.expm1(-hazard[flat // b]))
         flat = flat[torch.rand(flat.numel(), generator=generator, dtype=torch.float64) * bound < q]
         keys = (flat // padded + start) * self.n_features + self.cols[flat % padded]
         return torch.sort(keys).values

@@ -87,6 +87,8 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
             raise ValueError("SAEs with apply_b_dec_to_input=false are not supported")
         if raw.get("normalize_activations", "none") != "none":
             raise ValueError(f"normalize_activations={raw['normalize_activations']!r} is not supported")
+        if raw.get("rescale_acts_by_decoder_norm", False):
+            raise ValueError("TopK SAEs with rescale_acts_by_decoder_norm=true are not supported")
     sae = make_sae(cfg)
     sae.import_state(weights)
     return sae.to(device)

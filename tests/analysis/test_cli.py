@@ -1,0 +1,45 @@
+"""The command line as a newcomer meets it: help texts, bad arguments, and a quick demo end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from analysis.cli import main
+
+
+def test_help_lists_demo(capsys):
+    assert main([]) == 0
+    assert "demo" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    assert "--out" in capsys.readouterr().out
+
+
+def test_bad_arguments_give_a_message_not_a_traceback():
+    for argv in (["demo", "--seed", "abc"], ["demo", "--seed", "-3"], ["nonsense"]):
+        proc = subprocess.run([sys.executable, "-m", "analysis.cli", *argv], capture_output=True, text=True)
+        assert proc.returncode == 2, argv
+        assert "Traceback" not in proc.stderr
+        assert "error" in proc.stderr
+
+
+def test_quick_demo_writes_scoreboard_results_saes_and_figures(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for word in ("variant", "L0", "FVE", "MCC", "MMCS", "F1", "dead", "topk", "jumprelu", "matryoshka_batchtopk"):
+        assert word in printed
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["source"] for r in rows} == {"synthsaebench-small", "toy-superposition"}
+    assert {r["variant"] for r in rows} == {
+        "standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk", "p_anneal"
+    }
+    for r in rows:
+        assert 0.0 <= r["mcc"] <= 1.0 and r["l0"] >= 0.0
+    for stem in ("recovery_vs_l0", "cosines-synthsaebench-small", "cosines-toy-superposition"):
+        assert (out / f"{stem}.png").stat().st_size > 10_000
+        assert (out / f"{stem}.pdf").stat().st_size > 1_000
+    assert len(list((out / "saes").iterdir())) == len(rows)
