@@ -69,6 +69,11 @@ class RandomCorrelation:
 Correlation = LowRank | RandomCorrelation
 
 
+def thresholds(p: torch.Tensor) -> torch.Tensor:
+    """``tau = Phi^{-1}(1 - p)``: a standard normal exceeds it with probability ``p`` (+inf at 0, -inf at 1)."""
+    return math.sqrt(2) * torch.erfinv(1 - 2 * p.double().clamp(0, 1))
+
+
 def _split_certain(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of features that always fire (p = 1) and of those that sometimes do (0 < p < 1)."""
     return torch.nonzero(p >= 1).flatten(), torch.nonzero((p > 0) & (p < 1)).flatten()
@@ -154,7 +159,7 @@ class LowRankFiring:
         self.rank = factor.shape[1]
         u = factor.double()
         s = (1 - (u * u).sum(1)).sqrt()
-        tau = math.sqrt(2) * torch.erfinv(1 - 2 * p.double().clamp(0, 1))  # +inf at p=0, -inf at p=1
+        tau = thresholds(p)
         self.u_over_s = (u / s[:, None]).float()
         self.tau_over_s = (tau / s).float()
         p_free = torch.where(free, p.double(), torch.zeros_like(p.double()))
@@ -216,7 +221,7 @@ class FullFiring:
         self.free = free
         evals, evecs = torch.linalg.eigh(correlation.double())
         self.root = (evecs * evals.clamp(min=0).sqrt()).float().T.contiguous()  # z = eta @ root
-        self.tau = (math.sqrt(2) * torch.erfinv(1 - 2 * p.double().clamp(0, 1))).float()
+        self.tau = thresholds(p).float()
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.randn(n, self.n_features, generator=generator) @ self.root

@@ -31,7 +31,9 @@ class Uniform:
 
     @staticmethod
     def draw(a: torch.Tensor, b: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return a + b * torch.rand(a.shape, generator=generator)
+        # torch.rand returns exactly 0 with probability 2^-24; with low = 0 that would be a firing
+        # feature with coefficient 0, breaking "codes are strictly positive where a feature fires".
+        return a + b * torch.rand(a.shape, generator=generator).clamp_(min=2.0**-24)
 
 
 @serializable

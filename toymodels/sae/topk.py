@@ -62,22 +62,27 @@ class TopKSAE(SparseAutoencoder):
         return rows, idx.flatten()
 
     def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
-        n = x.shape[0]
         pre = self.pre_activations(x)
         with torch.no_grad():
             rows, cols = self.select(pre)
         vals = F.relu(pre[rows, cols])
-        x_hat = sparse_decode(rows, cols, vals, self.W_dec, n) + self.b_dec
-        mse = mse_loss(x, x_hat)
+        x_hat, total = self.reconstruct(x, rows, cols, vals)
         codes = torch.zeros(pre.shape, device=x.device)
         codes[rows, cols] = vals.detach()
-        total, parts = mse, {}
+        parts = {}
         if self.cfg.aux_coefficient > 0:
             aux = self.aux_loss(x - x_hat.detach(), pre)
             if aux is not None:
                 total = total + self.cfg.aux_coefficient * aux
                 parts["aux"] = float(aux.detach())
-        return LossTerms(total, mse, codes, parts)
+        return LossTerms(total, mse_loss(x, x_hat).detach(), codes, parts)
+
+    def reconstruct(
+        self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reconstruction from the active latents, and the reconstruction loss to minimise."""
+        x_hat = sparse_decode(rows, cols, vals, self.W_dec, x.shape[0]) + self.b_dec
+        return x_hat, mse_loss(x, x_hat)
 
     def aux_loss(self, residual: torch.Tensor, pre: torch.Tensor) -> torch.Tensor | None:
         dead = self.dead_mask()
@@ -161,28 +166,14 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
             m //= 2
         return tuple(sorted(sizes))
 
-    def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
-        n = x.shape[0]
-        pre = self.pre_activations(x)
-        with torch.no_grad():
-            rows, cols = self.select(pre)
-        vals = F.relu(pre[rows, cols])
-        x_hat = self.b_dec.expand(n, -1)
-        losses, start = [], 0
+    def reconstruct(
+        self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the prefixes' contributions one block at a time; the loss is the mean of their MSEs."""
+        x_hat, losses, start = self.b_dec.expand(x.shape[0], -1), [], 0
         for stop in self.prefixes():
             part = (cols >= start) & (cols < stop)
-            x_hat = x_hat + sparse_decode(rows[part], cols[part], vals[part], self.W_dec, n)
+            x_hat = x_hat + sparse_decode(rows[part], cols[part], vals[part], self.W_dec, x.shape[0])
             losses.append(mse_loss(x, x_hat))
             start = stop
-        mse = losses[-1]
-        codes = torch.zeros(pre.shape, device=x.device)
-        codes[rows, cols] = vals.detach()
-        total = torch.stack(losses).mean()
-        parts = {}
-        if self.cfg.aux_coefficient > 0:
-            aux = self.aux_loss(x - x_hat.detach(), pre)
-            if aux is not None:
-                total = total + self.cfg.aux_coefficient * aux
-                parts["aux"] = float(aux.detach())
-        return LossTerms(total, mse, codes, parts)
-
+        return x_hat, torch.stack(losses).mean()
