@@ -40,8 +40,8 @@ class SourcePlan:
 
 SYNTH = SourcePlan(
     name="synthsaebench-small",
-    d_sae=1024,
-    steps=400,
+    d_sae=512,
+    steps=300,
     batch_size=1024,
     lr=1e-3,
     knobs={

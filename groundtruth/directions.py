@@ -78,7 +78,9 @@ def push_apart(dirs: torch.Tensor, max_overlap: float, max_rounds: int = 200) ->
         i, j, c = _violations(dirs, rows, max_overlap)
         if i.numel() == 0:
             return dirs
-        step = (c.abs() - aim) * c.sign()
+        # Average (not sum) the pushes a row receives, so crowded rows do not overshoot.
+        crowd = torch.bincount(i, minlength=n).clamp(min=1)[i]
+        step = (c.abs() - aim) * c.sign() / crowd
         dirs.index_add_(0, i, -0.5 * step[:, None] * dirs[j])
         dirs = dirs / dirs.norm(dim=1, keepdim=True)
         rows = torch.unique(torch.cat([i, j]))

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from groundtruth._checks import check_int, check_real
 from toymodels.sae.base import SparseAutoencoder
-from toymodels.sae.io import replace_dir
+from toymodels.sae.io import recover_dir, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +92,25 @@ def train_sae(
     optimizer = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.betas)
     start_step, history = 0, []
     ckpt = Path(checkpoint_dir) / "latest" if checkpoint_dir is not None else None
+    if ckpt is not None:
+        recover_dir(ckpt)
     if ckpt is not None and ckpt.exists():
         start_step, history = load_checkpoint(ckpt, sae, optimizer, device)
         logger.info("resuming from %s at step %d", ckpt, start_step)
     stream = _tensors(batches)
-    for _ in range(start_step):  # fast-forward a deterministic stream past consumed batches
-        next(stream)
+
+    def draw(step: int) -> torch.Tensor:
+        try:
+            return next(stream)
+        except StopIteration:
+            raise ValueError(f"batches ran out after {step} of train.steps={train.steps} steps") from None
+
+    for step in range(start_step):  # fast-forward a deterministic stream past consumed batches
+        draw(step)
     started, samples = time.perf_counter(), 0
     bar = tqdm(total=train.steps, initial=start_step, desc=f"{sae.architecture} SAE", disable=not progress)
     for step in range(start_step, train.steps):
-        x = next(stream).to(device)
+        x = draw(step).to(device)
         for group in optimizer.param_groups:
             group["lr"] = train.lr_at(step)
         terms = sae.training_loss(x, step / train.steps)

@@ -42,8 +42,8 @@ class SAEConfig:
     dead_after: int = 1000  # steps without firing after which a latent counts as dead (AuxK, resampling)
     aux_k: int = 0  # topk/batchtopk: latents used by the AuxK loss (0 = d_in // 2)
     aux_coefficient: float = 1 / 32
-    jump_bandwidth: float = 0.001
-    jump_init_threshold: float = 0.001
+    jump_bandwidth: float = 0.05  # SAELens default; the paper's 0.001 assumes unit-scale activations
+    jump_init_threshold: float = 0.01
     matryoshka_prefixes: tuple[int, ...] = ()  # nested dictionary sizes; the last is d_sae
     p_end: float = 0.2  # p-annealing: final exponent of the L_p penalty
 
@@ -59,6 +59,8 @@ class SAEConfig:
         check_real("sparsity_coefficient", self.sparsity_coefficient, 0.0)
         if self.decoder_norm not in ("unit", "free"):
             raise ValueError(f"decoder_norm must be 'unit' or 'free', got {self.decoder_norm!r}")
+        if self.decoder_norm == "free" and self.architecture not in ("standard", "p_anneal", "gated"):
+            raise ValueError(f"decoder_norm='free' needs a norm-weighted penalty; {self.architecture} keeps unit rows")
         check_int("resample_every", self.resample_every, minimum=0)
         check_int("dead_after", self.dead_after)
         check_int("aux_k", self.aux_k, minimum=0)

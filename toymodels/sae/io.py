@@ -68,9 +68,17 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_dir(path: Path) -> None:
+    """Finish a :func:`replace_dir` that was interrupted between its two renames."""
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.exists():
+        os.replace(old, path)
+
+
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
     """Load a folder written by :func:`save_sae` or by SAELens's ``SAE.save_model``."""
     path = Path(path)
+    recover_dir(path)
     if not (path / CFG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise ValueError(f"path {str(path)!r} is not an SAE folder (needs {CFG_FILE} and {WEIGHTS_FILE})")
     raw = json.loads((path / CFG_FILE).read_text())

@@ -1,0 +1,716 @@
+"""Tests of the SAE family (toymodels.sae): shapes, sparsity rules, pseudo-gradients, decoder norms,
+resampling and config validation, each checked against a hand computation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toymodels.sae import (
+    ARCHITECTURES,
+    BatchTopKSAE,
+    GatedSAE,
+    JumpReLUSAE,
+    SAEConfig,
+    SparseAutoencoder,
+    StandardSAE,
+    make_sae,
+)
+from toymodels.sae.jumprelu import _JumpReLU, _Step
+from toymodels.sae.topk import top_indices
+from toymodels.train import TrainConfig, train_sae
+
+SEEDS = st.integers(0, 2**31 - 1)
+UNIT_ARCHS = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk", "p_anneal", "gated")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: intra-op threads only add overhead on a shared machine. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make(arch: str, d_in: int = 8, d_sae: int = 16, seed: int = 0, **kw) -> SparseAutoencoder:
+    kw.setdefault("k", min(4, d_sae))
+    return make_sae(SAEConfig(architecture=arch, d_in=d_in, d_sae=d_sae, seed=seed, **kw))
+
+
+@torch.no_grad()
+def perturb(sae: SparseAutoencoder, g: torch.Generator, scale: float = 0.1) -> SparseAutoencoder:
+    """Move every parameter off its (often symmetric or zero) initial value."""
+    for p in sae.parameters():
+        p.add_(torch.randn(p.shape, generator=g) * scale)
+    if isinstance(sae, JumpReLUSAE):
+        sae.threshold.abs_()
+    if isinstance(sae, BatchTopKSAE):
+        sae.threshold.fill_(float(torch.rand((), generator=g)) * 0.2)
+        sae.threshold_updates.fill_(1)
+    return sae
+
+
+def randn(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g)
+
+
+# ------------------------------------------------------------------------------------------------
+# every architecture
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@settings(max_examples=10, deadline=None)
+@given(seed=SEEDS, n=st.integers(1, 40))
+def test_encode_decode_shapes_dtype_and_sign(arch, seed, n):
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make(arch, seed=seed % 1000), g)
+    x = randn(g, n, 8)
+    codes = sae.encode(x)
+    assert codes.shape == (n, 16) and codes.dtype == torch.float32
+    assert bool((codes >= 0).all())
+    x_hat = sae.decode(codes)
+    assert x_hat.shape == (n, 8) and x_hat.dtype == torch.float32
+    assert torch.equal(sae(x), x_hat)
+    # leading batch dimensions are carried through: [2, n, d] behaves as two [n, d] batches
+    x3 = randn(g, 2, n, 8)
+    codes3 = sae.encode(x3)
+    assert codes3.shape == (2, n, 16)
+    torch.testing.assert_close(codes3[1], sae.encode(x3[1]), rtol=1e-6, atol=1e-6)
+    assert sae.decode(codes3).shape == (2, n, 8)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("scale", [0.0, 1e-30, 1e-6, 1e6, 1e15])
+def test_encode_decode_finite_for_extreme_inputs(arch, scale):
+    g = torch.Generator().manual_seed(7)
+    sae = perturb(make(arch), g)
+    x = randn(g, 16, 8) * scale
+    codes = sae.encode(x)
+    assert bool(torch.isfinite(codes).all()) and bool((codes >= 0).all())
+    assert bool(torch.isfinite(sae.decode(codes)).all())
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@settings(max_examples=10, deadline=None)
+@given(seed=SEEDS, progress=st.floats(0.0, 1.0), zero_input=st.booleans(), some_dead=st.booleans())
+def test_training_loss_backward_gives_finite_grads(arch, seed, progress, zero_input, some_dead):
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make(arch, seed=seed % 1000, dead_after=5), g)
+    if some_dead:  # exercises the AuxK loss of the TopK family
+        sae.steps_since_fired.copy_((torch.rand(16, generator=g) < 0.5).long() * 10)
+    x = torch.zeros(32, 8) if zero_input else randn(g, 32, 8)
+    terms = sae.training_loss(x, progress)
+    assert terms.codes.shape == (32, 16) and not terms.codes.requires_grad
+    assert bool((terms.codes >= 0).all())
+    assert torch.isfinite(terms.total) and torch.isfinite(terms.mse)
+    terms.total.backward()
+    grads = {name: p.grad for name, p in sae.named_parameters() if p.grad is not None}
+    assert "W_dec" in grads and "b_dec" in grads
+    for name, grad in grads.items():
+        assert bool(torch.isfinite(grad).all()), name
+
+
+# ------------------------------------------------------------------------------------------------
+# TopK and BatchTopK
+# ------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=SEEDS, k=st.integers(1, 16), n=st.integers(1, 64))
+def test_topk_encode_has_exactly_k_when_preactivations_are_positive(seed, k, n):
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make("topk", k=k, seed=seed % 1000), g)
+    x = randn(g, n, 8)
+    with torch.no_grad():
+        sae.b_enc.fill_(100.0)
+    pre = sae.pre_activations(x)
+    assert bool((pre > 0).all())
+    codes = sae.encode(x)
+    assert bool(((codes > 0).sum(-1) == k).all())
+    # the kept values are the k largest pre-activations, unchanged
+    torch.testing.assert_close(codes.sort(-1, descending=True).values[:, :k], pre.topk(k, dim=-1).values)
+    terms = sae.training_loss(x, 0.5)
+    assert bool(((terms.codes > 0).sum(-1) == k).all())
+    torch.testing.assert_close(terms.codes, codes)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=SEEDS, k=st.integers(1, 16), bias=st.floats(-3.0, 0.5))
+def test_topk_codes_have_at_most_k(seed, k, bias):
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make("topk", k=k, seed=seed % 1000), g)
+    with torch.no_grad():
+        sae.b_enc.fill_(bias)
+    x = randn(g, 32, 8)
+    pre = sae.pre_activations(x)
+    codes = sae.encode(x)
+    expected = torch.minimum((pre > 0).sum(-1), torch.tensor(k))
+    assert torch.equal((codes > 0).sum(-1), expected)
+    terms = sae.training_loss(x, 0.5)
+    assert torch.equal((terms.codes > 0).sum(-1), expected)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=SEEDS, arch=st.sampled_from(["topk", "batchtopk"]), aux_k=st.integers(0, 6), n_dead=st.integers(0, 16))
+def test_auxk_loss_by_hand(seed, arch, aux_k, n_dead):
+    """AuxK: the aux_k largest pre-activations among dead latents (ReLU'd) reconstruct the residual."""
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make(arch, seed=seed % 1000, k=3, aux_k=aux_k, dead_after=7, aux_coefficient=0.25), g)
+    dead = torch.zeros(16, dtype=torch.bool)
+    dead[torch.randperm(16, generator=g)[:n_dead]] = True
+    sae.steps_since_fired.copy_(dead.long() * 7)
+    x = randn(g, 32, 8)
+    terms = sae.training_loss(x, 0.5)
+    if n_dead == 0:
+        assert "aux" not in terms.parts
+        torch.testing.assert_close(terms.total, terms.mse)
+        return
+    with torch.no_grad():
+        pre = sae.pre_activations(x)
+        residual = x - (terms.codes @ sae.W_dec + sae.b_dec)
+        count = min(aux_k or 4, n_dead)  # default aux_k is d_in // 2
+        aux_codes = torch.zeros_like(pre)
+        for s in range(32):
+            order = sorted(dead.nonzero().flatten().tolist(), key=lambda j: -float(pre[s, j]))[:count]
+            aux_codes[s, order] = pre[s, order].clamp(min=0)
+        aux = ((aux_codes @ sae.W_dec - residual) ** 2).sum(1).mean()
+    assert terms.parts["aux"] == pytest.approx(float(aux), rel=1e-4, abs=1e-6)
+    torch.testing.assert_close(terms.total, terms.mse + 0.25 * aux, rtol=1e-5, atol=1e-6)
+
+
+def _brute_batchtopk(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Dense training codes of BatchTopK: the n*k largest positive pre-activations of the batch."""
+    flat = F.relu(pre).flatten()
+    idx = flat.topk(min(k * pre.shape[0], flat.numel())).indices
+    out = torch.zeros_like(flat)
+    out[idx] = flat[idx]
+    return out.view_as(pre)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=SEEDS, k=st.integers(1, 8), n=st.integers(2, 64))
+def test_batchtopk_training_l0_is_exactly_k_on_average(seed, k, n):
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make("batchtopk", k=k, seed=seed % 1000), g)
+    with torch.no_grad():
+        sae.b_enc.fill_(50.0)
+    # rows of very different norms: the batch budget is not shared evenly
+    x = randn(g, n, 8) * torch.linspace(0.1, 40.0, n).unsqueeze(1)
+    pre = sae.pre_activations(x)
+    assert int((pre > 0).sum()) >= n * k
+    terms = sae.training_loss(x, 0.5)
+    per_row = (terms.codes > 0).sum(-1)
+    assert int(per_row.sum()) == n * k
+    assert float(per_row.float().mean()) == k
+    torch.testing.assert_close(terms.codes, _brute_batchtopk(pre.detach(), k))
+
+
+def test_batchtopk_rows_may_differ():
+    g = torch.Generator().manual_seed(3)
+    sae = make("batchtopk", k=4)
+    with torch.no_grad():
+        sae.b_enc.fill_(1.0)
+    x = randn(g, 32, 8)
+    x[:16] *= 0.01  # half the batch is tiny: the other half takes the budget
+    per_row = (sae.training_loss(x, 0.0).codes > 0).sum(-1)
+    assert int(per_row.sum()) == 32 * 4
+    assert int(per_row.max()) > 4 > int(per_row.min())
+
+
+def test_batchtopk_fewer_positive_than_budget_keeps_only_positive():
+    g = torch.Generator().manual_seed(4)
+    sae = make("batchtopk", k=8)
+    with torch.no_grad():
+        sae.b_enc.fill_(-1.5)
+    x = randn(g, 16, 8)
+    pre = sae.pre_activations(x)
+    positive = int((pre > 0).sum())
+    assert 0 < positive < 16 * 8
+    terms = sae.training_loss(x, 0.0)
+    assert int((terms.codes > 0).sum()) == positive
+    # the inference threshold comes from kept positive activations, never from a padded zero
+    assert torch.equal(sae.threshold, terms.codes[terms.codes > 0].min())
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=SEEDS, n=st.integers(2, 48))
+def test_batchtopk_inference_threshold(seed, n):
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make("batchtopk", k=3, seed=seed % 1000), g)
+    with torch.no_grad():
+        sae.threshold.zero_()
+        sae.threshold_updates.zero_()
+        sae.b_enc.fill_(5.0)
+    x1, x2 = randn(g, n, 8), randn(g, n, 8)
+    codes1 = sae.training_loss(x1, 0.0).codes
+    theta1 = codes1[codes1 > 0].min()
+    assert torch.equal(sae.threshold, theta1) and int(sae.threshold_updates) == 1
+    # encode zeroes every code at or below the threshold and keeps the rest as ReLU(pre)
+    pre = F.relu(sae.pre_activations(x1))
+    codes = sae.encode(x1)
+    assert torch.equal(codes, torch.where(pre > theta1, pre, torch.zeros(())))
+    assert int((codes > 0).sum()) == n * 3 - 1  # everything kept in training but the minimum itself
+    # later batches move it by an exponential moving average
+    codes2 = sae.training_loss(x2, 0.0).codes
+    theta2 = codes2[codes2 > 0].min()
+    torch.testing.assert_close(sae.threshold, 0.99 * theta1 + 0.01 * theta2)
+    # eval mode leaves it alone
+    sae.eval()
+    before = sae.threshold.clone()
+    sae.training_loss(randn(g, n, 8), 0.0)
+    assert torch.equal(sae.threshold, before)
+
+
+def test_batchtopk_threshold_set_by_train_sae():
+    g = torch.Generator().manual_seed(11)
+    sae = make("batchtopk", k=2)
+    x = randn(g, 32, 8)
+    reference = copy.deepcopy(sae)
+    expected = reference.training_loss(x, 0.0).codes
+    expected = expected[expected > 0].min()
+    train_sae(sae, iter([x]), TrainConfig(steps=1, lr=1e-2), progress=False)
+    assert not sae.training
+    assert torch.equal(sae.threshold, expected)
+    codes = sae.encode(x)
+    assert bool((codes[codes > 0] > expected).all())
+
+
+_DISTRIBUTIONS = ("normal", "ties", "constant", "spiky", "sorted", "negative")
+
+
+def _flat(kind: str, size: int, g: torch.Generator) -> torch.Tensor:
+    x = torch.randn(size, generator=g)
+    if kind == "ties":
+        return (x * 2).round()
+    if kind == "constant":
+        return torch.full((size,), 0.5)
+    if kind == "spiky":  # the strided subsample sees only the spikes: forces the fallback path
+        x[::32] += 100.0
+        return x
+    if kind == "sorted":
+        return x.sort().values
+    if kind == "negative":
+        return -x.abs()
+    return x
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=SEEDS,
+    size=st.integers(1, 5000),
+    frac=st.floats(0.0, 1.2),
+    kind=st.sampled_from(_DISTRIBUTIONS),
+    stride=st.sampled_from([1, 4, 32]),
+)
+def test_top_indices_matches_brute_force_topk(seed, size, frac, kind, stride):
+    g = torch.Generator().manual_seed(seed)
+    flat = _flat(kind, size, g)
+    count = max(1, int(frac * size)) if frac < 0.5 else max(1, int(frac * 40))  # small counts matter most
+    idx = top_indices(flat, count, stride=stride)
+    want = min(count, size)
+    assert idx.numel() == want
+    assert idx.unique().numel() == want  # no index twice
+    expected = flat.topk(want).values
+    assert torch.equal(flat[idx].sort(descending=True).values, expected)
+    if kind in ("normal", "spiky", "sorted"):  # distinct values: the index set itself is determined
+        assert set(idx.tolist()) == set(flat.topk(want).indices.tolist())
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "count", "stride"),
+    [
+        ("normal", 4096, 100, 32),  # the subsample shortcut
+        ("normal", 4096, 1, 32),
+        ("spiky", 4096, 100, 32),  # the subsample sees only spikes: too few candidates, full topk
+        ("spiky", 4096, 20, 32),
+        ("ties", 4096, 300, 32),
+        ("constant", 2048, 64, 32),
+        ("normal", 600, 599, 32),
+        ("normal", 600, 600, 32),
+        ("normal", 600, 10_000, 32),
+    ],
+)
+def test_top_indices_both_paths(kind, size, count, stride):
+    g = torch.Generator().manual_seed(size + count)
+    flat = _flat(kind, size, g)
+    idx = top_indices(flat, count, stride=stride)
+    want = min(count, size)
+    assert idx.numel() == want and idx.unique().numel() == want
+    assert torch.equal(flat[idx].sort(descending=True).values, flat.topk(want).values)
+
+
+# ------------------------------------------------------------------------------------------------
+# JumpReLU
+# ------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=SEEDS)
+def test_jumprelu_codes_below_threshold_are_zero(seed):
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make("jumprelu", seed=seed % 1000), g)
+    with torch.no_grad():
+        sae.threshold.copy_(torch.rand(16, generator=g))
+    x = randn(g, 64, 8)
+    pre = sae.pre_activations(x)
+    codes = sae.encode(x)
+    assert bool((codes[pre <= sae.threshold] == 0).all())
+    assert torch.equal(codes[pre > sae.threshold], pre[pre > sae.threshold])
+    assert int((codes > 0).sum()) > 0
+    # training codes are the same function
+    assert torch.equal(sae.training_loss(x, 1.0).codes, codes)
+
+
+def test_jumprelu_pseudo_gradients_hand_worked():
+    # one latent, theta = 0.5, bandwidth eps = 0.002: the window is |z - theta| < 0.001
+    theta, eps = 0.5, 0.002
+    z = torch.tensor([[0.1], [0.4995], [0.5005], [0.502], [0.498]], requires_grad=True)  # out, in, in, out, out
+    t = torch.tensor([theta], requires_grad=True)
+    upstream = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]])
+
+    out = _JumpReLU.apply(z, t, eps)
+    assert torch.equal(out.detach(), torch.tensor([[0.0], [0.0], [0.5005], [0.502], [0.0]]))
+    (out * upstream).sum().backward()
+    # dz: the ordinary gradient of z * H(z - theta); dtheta: -(theta/eps) * sum of upstream in window
+    assert torch.equal(z.grad, torch.tensor([[0.0], [0.0], [3.0], [4.0], [0.0]]))
+    torch.testing.assert_close(t.grad, torch.tensor([-(theta / eps) * (2.0 + 3.0)]))  # -1250
+
+    z.grad, t.grad = None, None
+    step = _Step.apply(z, t, eps)
+    assert torch.equal(step.detach(), torch.tensor([[0.0], [0.0], [1.0], [1.0], [0.0]]))
+    (step * upstream).sum().backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+    torch.testing.assert_close(t.grad, torch.tensor([-(1.0 / eps) * (2.0 + 3.0)]))  # -2500
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=SEEDS, lam=st.floats(0.0, 2.0))
+def test_jumprelu_threshold_gradient_in_the_sae(seed, lam):
+    """d loss / d theta through the SAE equals the docstring's formulas applied by hand."""
+    g = torch.Generator().manual_seed(seed)
+    eps = 0.5
+    sae = perturb(make("jumprelu", seed=seed % 1000, sparsity_coefficient=lam, jump_bandwidth=eps), g)
+    with torch.no_grad():
+        sae.threshold.copy_(torch.rand(16, generator=g) * 0.5 + 0.05)
+    x = randn(g, 32, 8)
+    terms = sae.training_loss(x, 1.0)
+    terms.total.backward()
+    with torch.no_grad():
+        z = sae.pre_activations(x)
+        theta = sae.threshold
+        codes = z * (z > theta)
+        d_codes = 2 * (sae.decode(codes) - x) @ sae.W_dec.T / x.shape[0]
+        window = ((z - theta).abs() / eps < 0.5).float()
+        expected = (-(theta / eps) * window * d_codes).sum(0) + lam * (-(1 / eps) * window).sum(0) / x.shape[0]
+    assert window.sum() > 0
+    torch.testing.assert_close(sae.threshold.grad, expected, rtol=1e-4, atol=1e-5)
+    l0 = (z > theta).float().sum(1).mean()
+    assert terms.parts["l0"] == pytest.approx(float(l0))
+    mse = ((codes @ sae.W_dec + sae.b_dec - x) ** 2).sum(1).mean()
+    torch.testing.assert_close(terms.total.detach(), mse + lam * l0, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# decoder-norm policy
+# ------------------------------------------------------------------------------------------------
+
+
+def _stream(seed: int, n: int = 32, d: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        yield torch.randn(n, d, generator=g)
+
+
+@pytest.mark.parametrize("arch", UNIT_ARCHS)
+def test_unit_decoder_rows_stay_unit_with_large_lr(arch):
+    sae = make(arch, sparsity_coefficient=0.1)
+    assert sae.decoder_norm == "unit"
+    before = sae.W_dec.detach().clone()
+    train_sae(sae, _stream(1), TrainConfig(steps=6, lr=0.5, decay_fraction=0.0), progress=False)
+    assert not torch.equal(before, sae.W_dec.detach())
+    torch.testing.assert_close(sae.decoder_norms(), torch.ones(16), rtol=0, atol=1e-5)
+
+
+def test_unit_policy_removes_radial_gradient():
+    g = torch.Generator().manual_seed(2)
+    sae = perturb(make("standard"), g)
+    sae.training_loss(randn(g, 32, 8), 1.0).total.backward()
+    tangential = sae.W_dec.grad.clone()
+    sae.before_optimizer_step()
+    w = sae.W_dec.detach() / sae.W_dec.detach().norm(dim=1, keepdim=True)
+    torch.testing.assert_close((sae.W_dec.grad * w).sum(1), torch.zeros(16), rtol=0, atol=1e-6)
+    # ... and nothing else: grad = old grad minus its radial part
+    torch.testing.assert_close(sae.W_dec.grad, tangential - (tangential * w).sum(1, keepdim=True) * w)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=SEEDS, coef=st.floats(0.01, 3.0), progress=st.floats(0.0, 1.0))
+def test_free_decoder_penalty_is_norm_weighted_l1(seed, coef, progress):
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make("standard", seed=seed % 1000, decoder_norm="free", sparsity_coefficient=coef), g, 0.3)
+    x = randn(g, 32, 8)
+    terms = sae.training_loss(x, progress)
+    with torch.no_grad():
+        codes = F.relu((x - sae.b_dec) @ sae.W_enc + sae.b_enc)
+        norms = torch.stack([row.pow(2).sum().sqrt() for row in sae.W_dec])
+        penalty = sum(float(codes[s, i]) * float(norms[i]) for s in range(32) for i in range(16)) / 32
+        mse = ((codes @ sae.W_dec + sae.b_dec - x) ** 2).sum() / 32
+    assert terms.parts["sparsity"] == pytest.approx(penalty, rel=1e-5, abs=1e-6)
+    ramp = min(1.0, progress / 0.05)
+    torch.testing.assert_close(
+        terms.total, mse + coef * ramp * torch.tensor(penalty, dtype=torch.float32), rtol=1e-5, atol=1e-5
+    )
+    # the free policy leaves the gradient alone
+    terms.total.backward()
+    grad = sae.W_dec.grad.clone()
+    sae.before_optimizer_step()
+    assert torch.equal(sae.W_dec.grad, grad)
+
+
+def test_free_decoder_rows_are_not_renormalised():
+    sae = make("standard", decoder_norm="free", sparsity_coefficient=0.1)
+    torch.testing.assert_close(sae.decoder_norms(), torch.full((16,), 0.1))
+    train_sae(sae, _stream(2), TrainConfig(steps=8, lr=0.05, decay_fraction=0.0), progress=False)
+    norms = sae.decoder_norms().detach()
+    assert float((norms - 1).abs().max()) > 0.05  # not unit
+    assert float((norms - 0.1).abs().max()) > 1e-3  # and they did move
+
+
+# ------------------------------------------------------------------------------------------------
+# resampling dead latents (standard SAE, unit decoder)
+# ------------------------------------------------------------------------------------------------
+
+
+def _manual_step(sae, opt, x, step, resample=True):
+    """One step exactly as train_sae does it."""
+    terms = sae.training_loss(x, 1.0)
+    opt.zero_grad(set_to_none=True)
+    terms.total.backward()
+    sae.before_optimizer_step()
+    opt.step()
+    if resample:
+        sae.after_optimizer_step(x, terms.codes, opt, step)
+    else:
+        SparseAutoencoder.after_optimizer_step(sae, x, terms.codes, opt, step)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=SEEDS)
+def test_resampling_rewrites_dead_latents_and_their_adam_moments(seed):
+    g = torch.Generator().manual_seed(seed)
+    sae = make("standard", seed=seed % 1000, resample_every=1, dead_after=50, sparsity_coefficient=0.05)
+    assert isinstance(sae, StandardSAE)
+    with torch.no_grad():
+        sae.b_enc.fill_(0.5)  # every latent fires in the warm-up steps: all Adam moments become non-zero
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-2)
+    for step in range(1, 4):
+        _manual_step(sae, opt, randn(g, 32, 8), step)
+    assert int(sae.dead_mask().sum()) == 0
+    dead = torch.zeros(16, dtype=torch.bool)
+    dead[torch.randperm(16, generator=g)[:5]] = True
+    alive = ~dead
+    with torch.no_grad():
+        sae.b_enc[dead] = -100.0  # they cannot fire in the next step...
+        sae.steps_since_fired[dead] = 1000  # ...and have not fired for long
+    for p in (sae.W_dec, sae.W_enc, sae.b_enc):
+        assert float(opt.state[p]["exp_avg_sq"].abs().min()) > 0
+    ref, ref_opt = copy.deepcopy((sae, opt))
+    x = randn(g, 64, 8)
+    _manual_step(sae, opt, x, 4)
+    _manual_step(ref, ref_opt, x, 4, resample=False)  # the same step without resampling
+
+    # alive latents: untouched by the resampler (identical to the run without it)
+    assert torch.equal(sae.W_dec[alive], ref.W_dec[alive])
+    assert torch.equal(sae.W_enc[:, alive], ref.W_enc[:, alive])
+    assert torch.equal(sae.b_enc[alive], ref.b_enc[alive])
+    assert torch.equal(sae.b_dec, ref.b_dec)
+    for p, q, dim in ((sae.W_dec, ref.W_dec, 0), (sae.W_enc, ref.W_enc, 1), (sae.b_enc, ref.b_enc, 0)):
+        for key in ("exp_avg", "exp_avg_sq"):
+            ours, theirs = opt.state[p][key], ref_opt.state[q][key]
+            assert torch.equal(
+                ours.index_select(dim, alive.nonzero().flatten()), theirs.index_select(dim, alive.nonzero().flatten())
+            )
+            assert bool((ours.index_select(dim, dead.nonzero().flatten()) == 0).all()), key
+            assert bool((theirs.index_select(dim, dead.nonzero().flatten()) != 0).any()), key
+
+    # dead latents: decoder rows are unit residual directions of the batch (the pre-resample model's)
+    with torch.no_grad():
+        residual = x - ref(x)
+        directions = residual / residual.norm(dim=1, keepdim=True)
+        new_rows = sae.W_dec[dead]
+        torch.testing.assert_close(new_rows.norm(dim=1), torch.ones(5))
+        match = (new_rows @ directions.T).argmax(1)
+        torch.testing.assert_close(new_rows, directions[match], rtol=0, atol=1e-6)
+        enc_norm = ref.W_enc[:, alive].norm(dim=0).mean()
+        torch.testing.assert_close(sae.W_enc[:, dead], new_rows.T * 0.2 * enc_norm)
+        assert bool((sae.b_enc[dead] == 0).all())
+    assert bool((sae.steps_since_fired[dead] == 0).all())
+
+
+def test_resampling_through_train_sae(tmp_path):
+    sae = make("standard", resample_every=1, dead_after=3, sparsity_coefficient=0.05)
+    dead = torch.tensor([0, 3, 7])
+    with torch.no_grad():
+        sae.b_enc[dead] = -100.0
+        sae.steps_since_fired[dead] = 10
+    before = copy.deepcopy(sae)
+    train_sae(sae, _stream(5), TrainConfig(steps=1, lr=1e-3), checkpoint_dir=tmp_path, progress=False)
+    assert bool((sae.b_enc[dead] == 0).all())
+    assert bool((sae.W_dec[dead] - before.W_dec[dead]).abs().amax(1).gt(0.05).all())
+    torch.testing.assert_close(sae.decoder_norms(), torch.ones(16))
+    state = torch.load(tmp_path / "latest" / "optimizer.pt", weights_only=True)["state"]
+    order = [name for name, _ in sae.named_parameters()]
+    moments = {order[i]: s for i, s in state.items()}
+    for name in ("W_dec", "b_enc"):
+        assert bool((moments[name]["exp_avg"][dead] == 0).all())
+    assert bool((moments["W_enc"]["exp_avg"][:, dead] == 0).all())
+
+
+def test_no_resampling_with_free_decoder_or_when_disabled():
+    for kw in ({"decoder_norm": "free", "resample_every": 1}, {"resample_every": 0}):
+        sae = make("standard", dead_after=1, **kw)
+        with torch.no_grad():
+            sae.b_enc[:4] = -100.0
+            sae.steps_since_fired[:4] = 10
+        train_sae(sae, _stream(6), TrainConfig(steps=2, lr=1e-3), progress=False)
+        assert bool((sae.b_enc[:4] < -99).all()), kw
+
+
+# ------------------------------------------------------------------------------------------------
+# Matryoshka and Gated: loss and encoder against hand computations
+# ------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=15, deadline=None)
+@given(data=st.data(), seed=SEEDS, k=st.integers(1, 4))
+def test_matryoshka_loss_is_mean_of_prefix_mses(data, seed, k):
+    a = data.draw(st.integers(1, 14))
+    b = data.draw(st.integers(a + 1, 15))
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(
+        make("matryoshka_batchtopk", seed=seed % 1000, k=k, matryoshka_prefixes=(a, b, 16), aux_coefficient=0.0), g
+    )
+    x = randn(g, 32, 8)
+    terms = sae.training_loss(x, 0.5)
+    with torch.no_grad():
+        codes = _brute_batchtopk((x - sae.b_dec) @ sae.W_enc + sae.b_enc, k)
+        mses = [((codes[:, :p] @ sae.W_dec[:p] + sae.b_dec - x) ** 2).sum(1).mean() for p in (a, b, 16)]
+    torch.testing.assert_close(terms.codes, codes)
+    torch.testing.assert_close(terms.mse, mses[-1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(terms.total, (mses[0] + mses[1] + mses[2]) / 3, rtol=1e-5, atol=1e-5)
+    assert "aux" not in terms.parts
+
+
+def test_matryoshka_default_prefixes():
+    sae = make("matryoshka_batchtopk", d_sae=64, k=4)
+    assert sae.prefixes() == (4, 8, 16, 32, 64)
+    sae = make("matryoshka_batchtopk", d_sae=16, k=4, matryoshka_prefixes=(2, 16))
+    assert sae.prefixes() == (2, 16)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=SEEDS, coef=st.floats(0.0, 2.0), progress=st.floats(0.0, 1.0))
+def test_gated_encode_and_loss_by_hand(seed, coef, progress):
+    g = torch.Generator().manual_seed(seed)
+    sae = perturb(make("gated", seed=seed % 1000, sparsity_coefficient=coef), g, 0.5)
+    assert isinstance(sae, GatedSAE)
+    x = randn(g, 24, 8)
+    with torch.no_grad():
+        centred = x - sae.b_dec
+        gate = torch.einsum("nd,dm->nm", centred, sae.W_enc) + sae.b_enc
+        mag = torch.einsum("nd,dm->nm", centred, sae.W_enc) * sae.r_mag.exp() + sae.b_mag
+        codes = torch.where(gate > 0, mag.clamp(min=0), torch.zeros(()))
+        mse = ((codes @ sae.W_dec + sae.b_dec - x) ** 2).sum(1).mean()
+        penalty = (gate.clamp(min=0) * sae.W_dec.norm(dim=1)).sum(1).mean()
+        aux = ((gate.clamp(min=0) @ sae.W_dec + sae.b_dec - x) ** 2).sum(1).mean()
+    torch.testing.assert_close(sae.encode(x), codes, rtol=1e-5, atol=1e-5)
+    terms = sae.training_loss(x, progress)
+    torch.testing.assert_close(terms.codes, codes, rtol=1e-5, atol=1e-5)
+    expected = mse + coef * min(1.0, progress / 0.05) * penalty + aux
+    torch.testing.assert_close(terms.total, expected, rtol=1e-5, atol=1e-5)
+    # the auxiliary loss trains the gate but not the decoder: W_dec's gradient comes from mse + penalty only
+    terms.total.backward()
+    assert sae.r_mag.grad is not None and sae.b_mag.grad is not None
+    w_dec = sae.W_dec.detach().clone().requires_grad_(True)
+    main = ((codes @ w_dec + sae.b_dec.detach() - x) ** 2).sum(1).mean()
+    main = main + coef * min(1.0, progress / 0.05) * (gate.clamp(min=0) * w_dec.norm(dim=1)).sum(1).mean()
+    main.backward()
+    torch.testing.assert_close(sae.W_dec.grad, w_dec.grad, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=SEEDS, progress=st.floats(0.0, 1.0), p_end=st.floats(0.05, 1.0), free=st.booleans())
+def test_p_anneal_penalty_by_hand(seed, progress, p_end, free):
+    g = torch.Generator().manual_seed(seed)
+    norm = "free" if free else "unit"
+    sae = perturb(make("p_anneal", seed=seed % 1000, p_end=p_end, decoder_norm=norm, sparsity_coefficient=0.3), g)
+    x = randn(g, 16, 8)
+    terms = sae.training_loss(x, progress)
+    with torch.no_grad():
+        codes = F.relu(sae.pre_activations(x))
+        weighted = codes * sae.W_dec.norm(dim=1) if free else codes
+        p = 1.0 + (p_end - 1.0) * progress  # 1 -> p_end linearly
+        penalty = ((weighted + 1e-6) ** p - 1e-6**p).sum(1).mean()
+        mse = ((codes @ sae.W_dec + sae.b_dec - x) ** 2).sum(1).mean()
+    assert terms.parts["sparsity"] == pytest.approx(float(penalty), rel=1e-4, abs=1e-6)
+    torch.testing.assert_close(terms.total, mse + 0.3 * min(1.0, progress / 0.05) * penalty, rtol=1e-5, atol=1e-5)
+    if progress == 0.0:  # p = 1: the plain L1 penalty
+        assert terms.parts["sparsity"] == pytest.approx(float(weighted.sum(1).mean()), rel=1e-4, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# SAEConfig validation
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"architecture": "topk", "k": 17}, "k"),
+        ({"architecture": "batchtopk", "k": 40}, "k"),
+        ({"architecture": "matryoshka_batchtopk", "k": 17}, "k"),
+        ({"k": 0}, "k"),
+        ({"sparsity_coefficient": -0.1}, "sparsity_coefficient"),
+        ({"sparsity_coefficient": float("nan")}, "sparsity_coefficient"),
+        ({"aux_coefficient": -1.0}, "aux_coefficient"),
+        ({"architecture": "relu"}, "architecture"),
+        ({"architecture": "TopK"}, "architecture"),
+        ({"d_in": 0}, "d_in"),
+        ({"d_sae": -3}, "d_sae"),
+        ({"d_sae": 16.0}, "d_sae"),
+        ({"seed": -1}, "seed"),
+        ({"decoder_norm": "sphere"}, "decoder_norm"),
+        ({"resample_every": -1}, "resample_every"),
+        ({"dead_after": 0}, "dead_after"),
+        ({"jump_bandwidth": 0.0}, "jump_bandwidth"),
+        ({"jump_init_threshold": -0.1}, "jump_init_threshold"),
+        ({"p_end": 0.0}, "p_end"),
+        ({"p_end": 1.5}, "p_end"),
+        ({"matryoshka_prefixes": (8, 4, 16)}, "matryoshka_prefixes"),
+        ({"matryoshka_prefixes": (4, 4, 16)}, "matryoshka_prefixes"),
+        ({"matryoshka_prefixes": (4, 8)}, "matryoshka_prefixes"),
+        ({"matryoshka_prefixes": (0, 16)}, "matryoshka_prefixes"),
+        ({"matryoshka_prefixes": (4, 8, 32)}, "matryoshka_prefixes"),
+    ],
+)
+def test_bad_config_raises_naming_the_field(changes, field):
+    kw = {"architecture": "matryoshka_batchtopk", "d_in": 8, "d_sae": 16, "k": 4, **changes}
+    with pytest.raises(ValueError, match=rf"\b{field}\b"):
+        SAEConfig(**kw)
+
+
+def test_config_round_trip_and_unknown_fields():
+    cfg = SAEConfig(architecture="matryoshka_batchtopk", d_in=8, d_sae=16, k=2, matryoshka_prefixes=[4, 16])
+    assert cfg.matryoshka_prefixes == (4, 16)
+    assert SAEConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown SAEConfig fields"):
+        SAEConfig.from_dict({**cfg.to_dict(), "l1_coefficient": 1.0})
+    # k only matters to the TopK family
+    assert SAEConfig(architecture="standard", d_in=8, d_sae=16).k == 32
