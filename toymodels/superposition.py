@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -100,9 +100,7 @@ class ToyModelConfig:
         _check_int("seed", self.seed, 0, _MAX_SEED)
         p = _check_real("feature_probability", self.feature_probability)
         if not 0.0 < p <= 1.0:
-            raise ValueError(
-                f"feature_probability must be in (0, 1], got {self.feature_probability!r}"
-            )
+            raise ValueError(f"feature_probability must be in (0, 1], got {self.feature_probability!r}")
         decay = _check_real("importance_decay", self.importance_decay)
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"importance_decay must be in (0, 1], got {self.importance_decay!r}")
@@ -163,10 +161,7 @@ class ToyModel(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim < 1 or x.shape[-1] != self.config.n_features:
-            raise ValueError(
-                f"x must have shape [..., n_features={self.config.n_features}], "
-                f"got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape [..., n_features={self.config.n_features}], got {tuple(x.shape)}")
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden activations ``h = x @ W.T``: ``[..., F] -> [..., m]``."""

@@ -35,7 +35,13 @@ def test_quick_demo_writes_scoreboard_results_saes_and_figures(tmp_path, capsys)
     rows = json.loads((out / "results.json").read_text())
     assert {r["source"] for r in rows} == {"synthsaebench-small", "toy-superposition"}
     assert {r["variant"] for r in rows} == {
-        "standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk", "p_anneal"
+        "standard",
+        "topk",
+        "batchtopk",
+        "jumprelu",
+        "gated",
+        "matryoshka_batchtopk",
+        "p_anneal",
     }
     for r in rows:
         assert 0.0 <= r["mcc"] <= 1.0 and r["l0"] >= 0.0

@@ -51,9 +51,7 @@ def _model_with_W(W: torch.Tensor, b: torch.Tensor | None = None) -> ToyModel:
 
 
 def test_config_defaults_and_json_round_trip():
-    cfg = ToyModelConfig(
-        n_features=7, d_hidden=3, feature_probability=0.25, importance_decay=0.8, seed=11
-    )
+    cfg = ToyModelConfig(n_features=7, d_hidden=3, feature_probability=0.25, importance_decay=0.8, seed=11)
     text = json.dumps(cfg.to_dict())
     back = ToyModelConfig.from_dict(json.loads(text))
     assert back == cfg
@@ -129,9 +127,7 @@ def test_init_is_xavier_normal_zero_bias_and_seeded():
     std = model.W.detach().std().item()
     assert abs(std - math.sqrt(2 / 500)) < 0.02 * math.sqrt(2 / 500)
     assert torch.equal(ToyModel(cfg).W, model.W)
-    assert not torch.equal(
-        ToyModel(ToyModelConfig(n_features=400, d_hidden=100, seed=6)).W, model.W
-    )
+    assert not torch.equal(ToyModel(ToyModelConfig(n_features=400, d_hidden=100, seed=6)).W, model.W)
 
 
 def test_forward_matches_manual_computation():
@@ -149,9 +145,7 @@ def test_forward_matches_manual_computation():
             pre = sum(h[k] * Wn[k, j] for k in range(3)) + bn[j]
             expected[s, j] = max(pre, 0.0)
     np.testing.assert_allclose(model(x).detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(
-        model.hidden(x).detach().double().numpy(), xn @ Wn.T, rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(model.hidden(x).detach().double().numpy(), xn @ Wn.T, rtol=1e-5, atol=1e-5)
     # Works on arbitrary leading dimensions.
     assert model(x.reshape(1, 11, 7)).shape == (1, 11, 7)
 
@@ -242,9 +236,7 @@ def test_toy_activations_closed_form_and_codes():
     with torch.no_grad():
         assert torch.equal(batch.x, model.hidden(features))
         assert torch.equal(model.hidden(features), codes.to_dense() @ batch.directions)
-    torch.testing.assert_close(
-        batch.x.double(), features.double() @ model.W.detach().double().T, rtol=1e-6, atol=1e-6
-    )
+    torch.testing.assert_close(batch.x.double(), features.double() @ model.W.detach().double().T, rtol=1e-6, atol=1e-6)
 
     # Later changes to the model do not leak into the batch.
     before = batch.directions.clone()
@@ -272,9 +264,7 @@ def test_antipodal_pair_has_half_dimensionality():
 
     # An antipodal pair on one axis and a dedicated feature on the other.
     W = torch.tensor([[1.3, -1.3, 0.0], [0.0, 0.0, 0.6]])
-    torch.testing.assert_close(
-        feature_dimensionality(_model_with_W(W)), torch.tensor([0.5, 0.5, 1])
-    )
+    torch.testing.assert_close(feature_dimensionality(_model_with_W(W)), torch.tensor([0.5, 0.5, 1]))
 
 
 def test_zero_column_has_zero_dimensionality():

@@ -208,5 +208,3 @@ def mse_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 def default_aux_k(cfg: SAEConfig) -> int:
     return cfg.aux_k or max(1, min(cfg.d_sae, cfg.d_in // 2))
-
-

@@ -85,4 +85,3 @@ class JumpReLUSAE(SparseAutoencoder):
     def after_optimizer_step(self, x: torch.Tensor, codes: torch.Tensor, optimizer, step: int) -> None:
         super().after_optimizer_step(x, codes, optimizer, step)
         self.threshold.clamp_(min=1e-6)
-

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from toymodels.sae.base import LossTerms, SparseAutoencoder, default_aux_k, mse_loss
 
 
-def sparse_decode(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, w_dec: torch.Tensor, n: int) -> torch.Tensor:
+def sparse_decode(
+    rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, w_dec: torch.Tensor, n: int
+) -> torch.Tensor:
     """``sum_j vals * w_dec[cols]`` per row, for coordinates sorted by row; differentiable in both."""
     offsets = torch.searchsorted(rows, torch.arange(n, device=rows.device))
     return F.embedding_bag(cols, w_dec, offsets, mode="sum", per_sample_weights=vals)
