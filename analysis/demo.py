@@ -99,6 +99,9 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, progress: boo
         train = TrainConfig(steps=max(10, int(plan.steps * scale)), lr=plan.lr, log_every=50)
         if quick:
             plan = replace(plan, d_sae=min(plan.d_sae, 256))
+        # One shared training stream per source: every variant sees the same data, drawn once.
+        stream = source.activations(plan.batch_size, seed=seed)
+        batches = [next(stream) for _ in range(train.steps)]
         for variant, knobs in plan.knobs.items():
             for knob in knobs[:1] if quick else knobs:
                 cfg = sae_config(plan, variant, knob, eval_batch.x.shape[1], seed)
@@ -111,6 +114,7 @@ def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, progress: boo
                     eval_batch=eval_batch,
                     out_dir=out_dir,
                     progress=progress,
+                    batches=batches,
                 )
                 rows.append(row)
                 save_rows(rows, out_dir / "results.json")

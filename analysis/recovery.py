@@ -72,11 +72,17 @@ def run_variant(
     n_eval: int = 20_000,
     out_dir: Path | None = None,
     progress: bool = True,
+    batches: list[torch.Tensor] | None = None,
 ) -> tuple[RecoveryRow, torch.nn.Module]:
-    """Train one SAE on ``source`` and score it on a held-out evaluation set."""
+    """Train one SAE on ``source`` and score it on a held-out evaluation set.
+
+    ``batches`` (optional) are pre-drawn training batches, so that several variants can share one
+    stream instead of each regenerating it; by default the SAE's seed picks a fresh stream.
+    """
     sae = make_sae(sae_cfg)
     started = time.perf_counter()
-    train_sae(sae, source.activations(batch_size, seed=sae_cfg.seed), train, progress=progress)
+    stream = iter(batches) if batches is not None else source.activations(batch_size, seed=sae_cfg.seed)
+    train_sae(sae, stream, train, progress=progress)
     seconds = time.perf_counter() - started
     if eval_batch is None:
         eval_batch = source.eval_set(n_eval)

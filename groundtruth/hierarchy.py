@@ -104,24 +104,21 @@ class Forest:
         whether given (sample, feature) cells fire, from the same per-sample copula state, so gating
         costs work proportional to the parents that fire rather than to every child of every sample.
         """
-        for depth in range(self.depth):
-            cols = keys % n_features
-            is_parent = (self.level[cols] == depth) & (self.first_child[cols] >= 0)
-            parent_keys = keys[is_parent]
+        found, frontier = [keys], keys
+        for _ in range(self.depth):
+            parent_keys = frontier[self.first_child[frontier % n_features] >= 0]  # sorted: rows, then parents
             if parent_keys.numel() == 0:
-                continue
-            offsets = torch.arange(self.branching)
-            child_keys = (
-                parent_keys - parent_keys % n_features + self.first_child[parent_keys % n_features]
-            ).unsqueeze(1)
-            child_keys = (child_keys + offsets).flatten()
+                break
+            first = parent_keys - parent_keys % n_features + self.first_child[parent_keys % n_features]
+            child_keys = (first.unsqueeze(1) + torch.arange(self.branching)).flatten()
             fired = child_keys[firing.fire(child_keys // n_features, child_keys % n_features, state, generator)]
             if self.mutually_exclusive:
                 keep = torch.ones(fired.numel(), dtype=torch.bool)
                 keep[self._losers(fired, n_features, generator)] = False
                 fired = fired[keep]
-            keys = torch.sort(torch.cat([keys, fired])).values
-        return keys
+            found.append(fired)
+            frontier = fired
+        return torch.sort(torch.cat(found)).values
 
     def _losers(self, keys: torch.Tensor, n_features: int, generator: torch.Generator) -> torch.Tensor:
         """Positions in ``keys`` of siblings that lose: all but one uniformly chosen per sample."""
