@@ -10,7 +10,7 @@ longer, multi-seed versions.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -35,6 +35,7 @@ class SourcePlan:
     batch_size: int
     lr: float
     knobs: dict[str, tuple[float, ...]]
+    overrides: dict[str, dict] = field(default_factory=dict)  # extra SAEConfig fields per variant
     n_eval: int = 20_000
 
 
@@ -45,14 +46,16 @@ SYNTH = SourcePlan(
     batch_size=1024,
     lr=1e-3,
     knobs={
-        "standard": (2.0,),
+        "standard": (5.0,),
         "topk": (16,),
         "batchtopk": (16,),
-        "jumprelu": (0.3,),
-        "gated": (2.0,),
+        "jumprelu": (3.0,),
+        "gated": (9.0,),
         "matryoshka_batchtopk": (16,),
-        "p_anneal": (2.0,),
+        "p_anneal": (4.0,),
     },
+    # 300 Adam steps move a threshold by at most ~0.3, so start it near the activations' scale.
+    overrides={"jumprelu": {"jump_init_threshold": 2.0}},
 )
 TOY = SourcePlan(
     name="toy-superposition",
@@ -61,14 +64,15 @@ TOY = SourcePlan(
     batch_size=1024,
     lr=3e-3,
     knobs={
-        "standard": (0.03, 0.1),
+        "standard": (0.3, 1.0),
         "topk": (2, 3),
         "batchtopk": (2, 3),
-        "jumprelu": (0.003, 0.01),
-        "gated": (0.03, 0.1),
+        "jumprelu": (0.03, 0.1),
+        "gated": (0.3, 1.0),
         "matryoshka_batchtopk": (2, 3),
-        "p_anneal": (0.03, 0.1),
+        "p_anneal": (0.1, 0.3),
     },
+    overrides={"jumprelu": {"jump_init_threshold": 0.1}},
 )
 TOY_MODEL = ToyModelConfig(
     n_features=40, d_hidden=10, feature_probability=0.05, importance_decay=1.0, steps=2000, batch_size=1024, lr=1e-2
@@ -77,7 +81,8 @@ TOY_MODEL = ToyModelConfig(
 
 def sae_config(plan: SourcePlan, variant: str, knob: float, d_in: int, seed: int) -> SAEConfig:
     value = int(knob) if VARIANTS[variant] == "k" else float(knob)
-    return SAEConfig(variant, d_in, plan.d_sae, seed=seed, **{VARIANTS[variant]: value})
+    extra = plan.overrides.get(variant, {})
+    return SAEConfig(variant, d_in, plan.d_sae, seed=seed, **{VARIANTS[variant]: value}, **extra)
 
 
 def run_demo(out_dir: Path, *, seed: int = 0, quick: bool = False, progress: bool = True) -> list[RecoveryRow]:
