@@ -137,7 +137,7 @@ class IndependentFiring:
         return _with_always(keys, self.always, n, self.n_features), None
 
     def fire(self, rows: torch.Tensor, cols: torch.Tensor, state: None, generator: torch.Generator) -> torch.Tensor:
-        return torch.rand(cols.numel(), generator=generator, dtype=torch.float64) < self.p[cols]
+        return torch.rand(cols.numel(), generator=generator, dtype=torch.float64) < self.p.index_select(0, cols)
 
 
 class LowRankFiring:
@@ -192,11 +192,14 @@ class LowRankFiring:
         dense = hazard > 1.0
         sparse_hazard = torch.where(dense, torch.zeros_like(hazard), hazard)
         cell, offset = _poisson_cells((sparse_hazard * b).cumsum(0), generator)
-        within = (offset / sparse_hazard[cell]).nan_to_num(0.0, 0.0, 0.0).floor().long().clamp_(0, b - 1)
+        within = (
+            (offset / sparse_hazard.index_select(0, cell)).nan_to_num(0.0, 0.0, 0.0).floor().long().clamp_(0, b - 1)
+        )
         every = (torch.nonzero(dense).flatten().unsqueeze(1) * b + torch.arange(b)).flatten()
         flat = torch.unique(torch.cat([cell * b + within, every]))  # index into c.flatten(): row * padded + col
-        q = torch.special.ndtr(-c.flatten()[flat].double())
-        bound = torch.where(dense[flat // b], 1.0, -torch.expm1(-hazard[flat // b]))
+        q = torch.special.ndtr(-c.flatten().index_select(0, flat).double())
+        block = flat // b
+        bound = torch.where(dense.index_select(0, block), 1.0, -torch.expm1(-hazard.index_select(0, block)))
         flat = flat[torch.rand(flat.numel(), generator=generator, dtype=torch.float64) * bound < q]
         keys = (flat // padded + start) * self.n_features + self.cols[flat % padded]
         return torch.sort(keys).values
@@ -208,7 +211,9 @@ class LowRankFiring:
         state: torch.Tensor,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        c = self.tau_over_s[cols] - (self.u_over_s[cols] * state[rows]).sum(1)
+        c = self.tau_over_s.index_select(0, cols) - (
+            self.u_over_s.index_select(0, cols) * state.index_select(0, rows)
+        ).sum(1)
         q = torch.special.ndtr(-c.double())
         return torch.rand(cols.numel(), generator=generator, dtype=torch.float64) < q
 
@@ -234,7 +239,7 @@ class FullFiring:
         state: torch.Tensor,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        return state[rows, cols] > self.tau[cols]
+        return state[rows, cols] > self.tau.index_select(0, cols)
 
 
 def check_correlation_matrix(name: str, c: torch.Tensor, n_features: int) -> torch.Tensor:

@@ -106,10 +106,15 @@ class Forest:
         """
         found, frontier = [keys], keys
         for _ in range(self.depth):
-            parent_keys = frontier[self.first_child[frontier % n_features] >= 0]  # sorted: rows, then parents
-            if parent_keys.numel() == 0:
+            children = self.first_child.index_select(0, frontier % n_features)
+            has = torch.nonzero(children >= 0).flatten()
+            if has.numel() == 0:
                 break
-            first = parent_keys - parent_keys % n_features + self.first_child[parent_keys % n_features]
+            first = (
+                frontier.index_select(0, has)
+                - frontier.index_select(0, has) % n_features
+                + children.index_select(0, has)
+            )
             child_keys = (first.unsqueeze(1) + torch.arange(self.branching)).flatten()
             fired = child_keys[firing.fire(child_keys // n_features, child_keys % n_features, state, generator)]
             if self.mutually_exclusive:
@@ -125,13 +130,14 @@ class Forest:
         if keys.numel() == 0:
             return keys
         shuffled = torch.randperm(keys.numel(), generator=generator)
-        cols = keys[shuffled] % n_features
-        group = keys[shuffled] - cols + self.parent[cols]  # (row, parent) identifies the siblings
+        shuffled_keys = keys.index_select(0, shuffled)
+        cols = shuffled_keys % n_features
+        group = shuffled_keys - cols + self.parent.index_select(0, cols)  # (row, parent) identifies the siblings
         order = torch.sort(group, stable=True).indices
-        grouped = group[order]
+        grouped = group.index_select(0, order)
         first = torch.ones_like(grouped, dtype=torch.bool)
         first[1:] = grouped[1:] != grouped[:-1]
-        return shuffled[order[~first]]
+        return shuffled.index_select(0, order.index_select(0, torch.nonzero(~first).flatten()))
 
     def scale(self, keys: torch.Tensor, values: torch.Tensor, mean: torch.Tensor, n_features: int) -> torch.Tensor:
         """Multiply each child's coefficient by its parent's coefficient over the parent's mean."""

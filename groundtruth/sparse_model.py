@@ -132,7 +132,7 @@ class SparseFeatureModel:
             keys = self.forest.expand(keys, self._firing, state, nf, generator)
         cols = keys % nf
         a, b = self.magnitude_params
-        values = self.config.magnitude.draw(a[cols], b[cols], generator)
+        values = self.config.magnitude.draw(a.index_select(0, cols), b.index_select(0, cols), generator)
         if self.forest is not None and self.forest.scale_children:
             values = self.forest.scale(keys, values, self.mean_magnitude, nf)
         rows = keys // nf
