@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ratios", type=float, nargs="*", default=[0.5, 1.0, 2.0, 4.0])
-    parser.add_argument("--l1", type=float, nargs="*", default=[0.03, 0.1, 0.3])
+    parser.add_argument("--l1", type=float, nargs="*", default=[0.1, 0.3])
     parser.add_argument("--out", default="bench-results/sharkey.json")
     args = parser.parse_args()
     logging.disable(logging.WARNING)

@@ -10,16 +10,14 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sae_helpers import make, perturb
 
 from toymodels.sae import (
     ARCHITECTURES,
-    BatchTopKSAE,
     GatedSAE,
-    JumpReLUSAE,
     SAEConfig,
     SparseAutoencoder,
     StandardSAE,
-    make_sae,
 )
 from toymodels.sae.jumprelu import _JumpReLU, _Step
 from toymodels.sae.topk import top_indices
@@ -27,33 +25,6 @@ from toymodels.train import TrainConfig, train_sae
 
 SEEDS = st.integers(0, 2**31 - 1)
 UNIT_ARCHS = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk", "p_anneal", "gated")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: intra-op threads only add overhead on a shared machine. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make(arch: str, d_in: int = 8, d_sae: int = 16, seed: int = 0, **kw) -> SparseAutoencoder:
-    kw.setdefault("k", min(4, d_sae))
-    return make_sae(SAEConfig(architecture=arch, d_in=d_in, d_sae=d_sae, seed=seed, **kw))
-
-
-@torch.no_grad()
-def perturb(sae: SparseAutoencoder, g: torch.Generator, scale: float = 0.1) -> SparseAutoencoder:
-    """Move every parameter off its (often symmetric or zero) initial value."""
-    for p in sae.parameters():
-        p.add_(torch.randn(p.shape, generator=g) * scale)
-    if isinstance(sae, JumpReLUSAE):
-        sae.threshold.abs_()
-    if isinstance(sae, BatchTopKSAE):
-        sae.threshold.fill_(float(torch.rand((), generator=g)) * 0.2)
-        sae.threshold_updates.fill_(1)
-    return sae
 
 
 def randn(g: torch.Generator, *shape: int) -> torch.Tensor:

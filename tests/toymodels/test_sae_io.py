@@ -11,17 +11,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sae_helpers import make, perturb
 from safetensors.torch import load_file
 
 import toymodels.sae.io as sae_io
 from toymodels.sae import (
     ARCHITECTURES,
-    BatchTopKSAE,
-    JumpReLUSAE,
     SAEConfig,
-    SparseAutoencoder,
     load_sae,
-    make_sae,
     save_sae,
 )
 
@@ -54,32 +51,6 @@ SAELENS_KEYS = {
     "metadata",
 }
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make(arch: str, d_in: int = 8, d_sae: int = 16, seed: int = 0, **kw) -> SparseAutoencoder:
-    kw.setdefault("k", min(4, d_sae))
-    return make_sae(SAEConfig(architecture=arch, d_in=d_in, d_sae=d_sae, seed=seed, **kw))
-
-
-@torch.no_grad()
-def perturb(sae: SparseAutoencoder, g: torch.Generator, scale: float = 0.3) -> SparseAutoencoder:
-    for p in sae.parameters():
-        p.add_(torch.randn(p.shape, generator=g) * scale)
-    if isinstance(sae, JumpReLUSAE):
-        sae.threshold.abs_()
-    if isinstance(sae, BatchTopKSAE):
-        sae.threshold.fill_(float(torch.rand((), generator=g)) * 0.3)
-        sae.threshold_updates.fill_(1)
-    return sae
-
-
 # ------------------------------------------------------------------------------------------------
 # our own round trip
 # ------------------------------------------------------------------------------------------------
@@ -90,7 +61,7 @@ def perturb(sae: SparseAutoencoder, g: torch.Generator, scale: float = 0.3) -> S
 @given(seed=SEEDS, d_in=st.integers(1, 12), d_sae=st.integers(4, 40))
 def test_save_load_is_bit_identical(arch, seed, d_in, d_sae):
     g = torch.Generator().manual_seed(seed)
-    sae = perturb(make(arch, d_in=d_in, d_sae=d_sae, seed=seed % 1000, k=min(3, d_sae)), g)
+    sae = perturb(make(arch, d_in=d_in, d_sae=d_sae, seed=seed % 1000, k=min(3, d_sae)), g, 0.3)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_sae(sae, Path(tmp) / "nested" / "sae")
         assert sorted(p.name for p in path.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
@@ -121,7 +92,7 @@ def test_save_load_is_bit_identical(arch, seed, d_in, d_sae):
 
 def test_save_replaces_an_existing_folder(tmp_path):
     g = torch.Generator().manual_seed(0)
-    first, second = perturb(make("jumprelu"), g), perturb(make("jumprelu"), g)
+    first, second = perturb(make("jumprelu"), g, 0.3), perturb(make("jumprelu"), g, 0.3)
     save_sae(first, tmp_path / "sae")
     save_sae(second, tmp_path / "sae")
     assert [p.name for p in tmp_path.iterdir()] == ["sae"]  # no temporary or ".old" folders left
@@ -131,7 +102,7 @@ def test_save_replaces_an_existing_folder(tmp_path):
 @pytest.mark.parametrize("failing", ["save_file", "sae_cfg_dict"])
 def test_failed_save_leaves_previous_folder_intact(tmp_path, monkeypatch, failing):
     g = torch.Generator().manual_seed(1)
-    old, new = perturb(make("gated"), g), perturb(make("gated"), g)
+    old, new = perturb(make("gated"), g, 0.3), perturb(make("gated"), g, 0.3)
     save_sae(old, tmp_path / "sae")
     before = {p.name: p.read_bytes() for p in (tmp_path / "sae").iterdir()}
 
@@ -188,7 +159,7 @@ def sae_lens():
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_our_folders_load_in_saelens(arch, sae_lens, tmp_path):
     g = torch.Generator().manual_seed(ARCHITECTURES.index(arch))
-    ours = perturb(make(arch, d_in=10, d_sae=24, k=5), g)
+    ours = perturb(make(arch, d_in=10, d_sae=24, k=5), g, 0.3)
     save_sae(ours, tmp_path / "sae")
     theirs = sae_lens.SAE.load_from_disk(tmp_path / "sae")
     assert theirs.cfg.architecture() == SAVED_AS[arch]

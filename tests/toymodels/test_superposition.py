@@ -25,16 +25,6 @@ from toymodels.superposition import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These models are tiny: intra-op threads only add overhead, and on a shared 2-core machine
-    (or under pytest-xdist) oversubscription makes training ~10x slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model_with_W(W: torch.Tensor, b: torch.Tensor | None = None) -> ToyModel:
     """A ToyModel whose parameters are set to the given ``W [m, F]`` (and ``b [F]``)."""
     m, F = W.shape

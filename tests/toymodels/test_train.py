@@ -7,18 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from sae_helpers import make
 
 from analysis.metrics import mcc
 from toymodels.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, make_sae
 from toymodels.train import TrainConfig, train_sae
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def orthogonal_features(n_features: int, d: int, seed: int) -> torch.Tensor:
@@ -51,11 +44,6 @@ def interrupt_after(batches: Iterator[torch.Tensor], m: int) -> Iterator[torch.T
         if i == m:
             raise Interrupted(f"killed after {m} batches")
         yield batch
-
-
-def make(arch: str, d_in: int = 8, d_sae: int = 16, **kw) -> SparseAutoencoder:
-    kw.setdefault("k", 2)
-    return make_sae(SAEConfig(architecture=arch, d_in=d_in, d_sae=d_sae, **kw))
 
 
 @torch.no_grad()
