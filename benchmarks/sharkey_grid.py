@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ratios", type=float, nargs="*", default=[0.5, 1.0, 2.0, 4.0])
     parser.add_argument("--l1", type=float, nargs="*", default=[0.1, 0.3])
+    parser.add_argument("--resample-every", type=int, default=0, help="resample dead latents every N steps (0: never)")
     parser.add_argument("--out", default="bench-results/sharkey.json")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -40,7 +41,14 @@ def main() -> None:
     for l1 in args.l1:
         for ratio in args.ratios:
             d_sae = int(ratio * model.config.n_features)
-            cfg = SAEConfig("standard", model.config.d, d_sae, sparsity_coefficient=l1)
+            cfg = SAEConfig(
+                "standard",
+                model.config.d,
+                d_sae,
+                sparsity_coefficient=l1,
+                resample_every=args.resample_every,
+                dead_after=max(1, args.resample_every // 2) if args.resample_every else 1000,
+            )
             row, _ = run_variant(
                 model,
                 "sharkey2022",
