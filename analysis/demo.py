@@ -134,12 +134,16 @@ def make_figures(out_dir: Path) -> list[Path]:
     written = recovery_vs_l0(rows, out_dir / "recovery_vs_l0")
     for source in sorted({r.source for r in rows}):
         true_dirs = load_file(out_dir / f"{source}-directions.safetensors")["directions"]
-        panels = {}
+        first = {}  # one panel per variant: the run with its first knob
         for r in rows:
-            folder = out_dir / "saes" / f"{r.source}-{r.variant}-{r.knob:g}-s{r.seed}"
-            if r.source == source and r.variant not in {k.split(" ")[0] for k in panels}:
-                w_dec = load_sae(folder).W_dec.detach()
-                panels[f"{r.variant} (MCC {r.mcc:.2f})"] = ordered_cosines(true_dirs, w_dec)
+            if r.source == source:
+                first.setdefault(r.variant, r)
+        panels = {
+            f"{r.variant} (MCC {r.mcc:.2f})": ordered_cosines(
+                true_dirs, load_sae(out_dir / "saes" / f"{r.source}-{r.variant}-{r.knob:g}-s{r.seed}").W_dec.detach()
+            )
+            for r in first.values()
+        }
         written += cosine_heatmaps(panels, out_dir / f"cosines-{source}", f"{source}: decoder rows vs true directions")
     return written
 

@@ -68,7 +68,8 @@ class TopKSAE(SparseAutoencoder):
         with torch.no_grad():
             rows, cols = self.select(pre)
         vals = F.relu(pre[rows, cols])
-        x_hat, total = self.reconstruct(x, rows, cols, vals)
+        x_hat, losses = self.reconstruct(x, rows, cols, vals)
+        mse, total = losses[-1], torch.stack(losses).mean()
         codes = torch.zeros(pre.shape, device=x.device)
         codes[rows, cols] = vals.detach()
         parts = {}
@@ -77,14 +78,15 @@ class TopKSAE(SparseAutoencoder):
             if aux is not None:
                 total = total + self.cfg.aux_coefficient * aux
                 parts["aux"] = float(aux.detach())
-        return LossTerms(total, mse_loss(x, x_hat).detach(), codes, parts)
+        return LossTerms(total, mse.detach(), codes, parts)
 
     def reconstruct(
         self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The reconstruction from the active latents, and the reconstruction loss to minimise."""
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The reconstruction from the active latents and the reconstruction losses to average
+        (one here; one per nested prefix for Matryoshka, the last being the full dictionary's)."""
         x_hat = sparse_decode(rows, cols, vals, self.W_dec, x.shape[0]) + self.b_dec
-        return x_hat, mse_loss(x, x_hat)
+        return x_hat, [mse_loss(x, x_hat)]
 
     def aux_loss(self, residual: torch.Tensor, pre: torch.Tensor) -> torch.Tensor | None:
         dead = self.dead_mask()
@@ -170,12 +172,12 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
 
     def reconstruct(
         self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add the prefixes' contributions one block at a time; the loss is the mean of their MSEs."""
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Add the prefixes' contributions one block at a time, with the MSE after each."""
         x_hat, losses, start = self.b_dec.expand(x.shape[0], -1), [], 0
         for stop in self.prefixes():
             part = (cols >= start) & (cols < stop)
             x_hat = x_hat + sparse_decode(rows[part], cols[part], vals[part], self.W_dec, x.shape[0])
             losses.append(mse_loss(x, x_hat))
             start = stop
-        return x_hat, torch.stack(losses).mean()
+        return x_hat, losses
