@@ -1,6 +1,7 @@
 """Generator throughput on `synthsaebench-small`, side by side with SAELens's SyntheticModel.
 
-Prints samples/s for both and the ratio. The anchor (DESIGN.md): SAELens ≈ 8.6k samples/s and
+Prints samples/s for both and the ratio, first with the default allocator, then after
+`keep_freed_memory()` (both libraries in the same process see the same allocator). The anchor (DESIGN.md): SAELens ≈ 8.6k samples/s and
 ≈ 50 s to build on a 2-core CPU. Run: python benchmarks/bench_generator.py [--batch 4096]
 """
 
@@ -11,7 +12,7 @@ import time
 
 import torch
 
-from groundtruth import SparseFeatureModel, preset
+from groundtruth import SparseFeatureModel, keep_freed_memory, preset
 
 
 def throughput(sample, batch: int, seconds: float) -> float:
@@ -77,25 +78,26 @@ def main() -> None:
     start = time.perf_counter()
     ours = SparseFeatureModel(cfg)
     build_ours = time.perf_counter() - start
+    print(f"groundtruth: build {build_ours:6.2f} s")
+    theirs = None
+    if not args.no_saelens:
+        try:
+            start = time.perf_counter()
+            theirs = saelens_model(cfg)
+            print(f"SAELens:     build {time.perf_counter() - start:6.2f} s")
+        except ImportError:
+            print("sae-lens not installed (pip install -e '.[bench]'): no side-by-side anchor")
+
     g = torch.Generator().manual_seed(0)
-    rate_ours = throughput(lambda n: ours.sample(n, g), args.batch, args.seconds)
-    print(f"groundtruth: build {build_ours:6.2f} s   {rate_ours:10,.0f} samples/s")
-
-    if args.no_saelens:
-        return
-    try:
-        import sae_lens  # noqa: F401
-    except ImportError:
-        print("sae-lens not installed (pip install -e '.[bench]'): no side-by-side anchor")
-        return
-    start = time.perf_counter()
-    theirs = saelens_model(cfg)
-    build_theirs = time.perf_counter() - start
-    with torch.no_grad():
-        rate_theirs = throughput(lambda n: theirs.sample_with_features(n), args.batch, args.seconds)
-    print(f"SAELens:     build {build_theirs:6.2f} s   {rate_theirs:10,.0f} samples/s")
-    print(f"ratio: {rate_ours / rate_theirs:.1f}x throughput, {build_theirs / build_ours:.1f}x faster build")
-
-
-if __name__ == "__main__":
-    main()
+    # Both libraries run in this process, so both see the same allocator in each round.
+    for allocator in ("default malloc", "keep_freed_memory()"):
+        if allocator != "default malloc" and not keep_freed_memory():
+            print("keep_freed_memory() is a no-op here (not glibc)")
+            break
+        rate_ours = throughput(lambda n: ours.sample(n, g), args.batch, args.seconds)
+        line = f"{allocator:>20}: groundtruth {rate_ours:10,.0f} samples/s"
+        if theirs is not None:
+            with torch.no_grad():
+                rate_theirs = throughput(lambda n: theirs.sample_with_features(n), args.batch, args.seconds)
+            line += f"   SAELens {rate_theirs:10,.0f} samples/s   ratio {rate_ours / rate_theirs:5.1f}x"
+        print(line, flush=True)

@@ -1,6 +1,7 @@
 """Ground-truth sources with known latents: sparse feature models (toy superposition) and the
 containers they share. NumPy/torch only; nothing here trains."""
 
+from groundtruth.allocator import keep_freed_memory
 from groundtruth.correlation import LowRank, RandomCorrelation
 from groundtruth.directions import Directions
 from groundtruth.firing import Constant, Geometric, Linear, Zipf
@@ -27,5 +28,6 @@ __all__ = [
     "SparseFeatureModel",
     "Uniform",
     "Zipf",
+    "keep_freed_memory",
     "preset",
 ]

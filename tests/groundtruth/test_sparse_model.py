@@ -177,6 +177,51 @@ def test_low_rank_copula_matches_dense_reference(seed, rank, scale):
     assert (np.abs(co_got - co_ref) / se).max() < 6.0
 
 
+@settings(max_examples=50, deadline=None)
+@given(c=st.floats(-50, 50, allow_nan=False))
+def test_block_bound_is_an_upper_bound(c):
+    from groundtruth.correlation import _block_bound
+
+    hazard, q = _block_bound(torch.tensor([c], dtype=torch.float32))
+    exact = torch.tensor([c], dtype=torch.float32).double()
+    # Below the grid the hazard exceeds 1, which sends the block to the dense path (bound 1).
+    if c < -1:
+        assert float(hazard[0]) > 1.0
+        return
+    # Thinning is exact only if the tabulated bound is never below the true block probability.
+    assert float(q[0]) >= float(torch.special.ndtr(-exact)[0])
+    assert float(hazard[0]) >= float(-torch.special.log_ndtr(exact)[0])
+    # Loose by at most one grid step of 1/64 inside the grid.
+    if -1 <= c <= 12:
+        assert float(q[0]) <= float(torch.special.ndtr(-(exact - 1 / 64))[0]) + 1e-15
+
+
+def test_poisson_cells_counts_are_poisson():
+    from groundtruth.correlation import _poisson_cells
+
+    rates = torch.tensor([0.5, 0.0, 2.0, 0.1, 1.0], dtype=torch.float64)
+    g = gen(3)
+    counts = np.zeros((4000, rates.numel()), dtype=np.int64)
+    for i in range(counts.shape[0]):
+        cell, offset = _poisson_cells(rates.cumsum(0), g)
+        assert bool((offset >= 0).all()) and bool((offset < rates.index_select(0, cell)).all())
+        assert bool((cell[1:] >= cell[:-1]).all())  # drawn in increasing order
+        counts[i] = np.bincount(cell.numpy(), minlength=rates.numel())
+    for j, rate in enumerate(rates.tolist()):
+        observed = np.bincount(counts[:, j], minlength=6)[:6]
+        expected = stats.poisson.pmf(np.arange(6), rate) * counts.shape[0]
+        keep = expected > 5
+        if keep.sum() > 1:
+            assert (
+                stats.chisquare(observed[keep], expected[keep] * observed[keep].sum() / expected[keep].sum()).pvalue
+                > 1e-6
+            )
+        else:
+            assert (
+                counts[:, j].sum() == 0 if rate == 0 else abs(counts[:, j].mean() - rate) < 6 * math.sqrt(rate / 4000)
+            )
+
+
 def test_low_rank_copula_cofiring_sign():
     # Rank 1 with a huge scale: every row is shrunk to ±sqrt(0.99), so C_ij = ±0.99.
     cfg = SparseFeatureConfig(d=2, n_features=6, firing=Constant(0.2), correlation=LowRank(1, 50.0), seed=11)
