@@ -27,6 +27,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_sae(args: argparse.Namespace) -> int:
+    from analysis.conformance import check_sae, load_factory, results_table
+
+    factory = load_factory(args.factory)
+    print(f"groundtruth check-sae {args.factory} --profile {args.profile}")
+    results = check_sae(factory, args.profile, tuple(args.only) if args.only else None)
+    print(results_table(results))
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundtruth",
@@ -46,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a much smaller run, for smoke tests")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(run=_demo)
+    check = sub.add_parser(
+        "check-sae",
+        help="run the SAE conformance properties against your SAE factory",
+        description="Check an SAE against the conformance properties (shapes, finiteness, declared sparsity, "
+        "decoder norms, permutation equivariance, determinism, save/load, training, recovery of easy ground "
+        "truth, sparsity knobs). Prints one row per property with the counterexample of each failure; exits "
+        "with status 1 when any property fails.",
+    )
+    check.add_argument(
+        "factory", help="module:callable returning an SAE for (d_in, d_sae, *, seed), e.g. toymodels.sae.factories:topk"
+    )
+    check.add_argument(
+        "--profile", choices=("fast", "thorough"), default="fast", help="how hard to look (default: %(default)s)"
+    )
+    check.add_argument("--only", nargs="+", metavar="PROPERTY", help="run only these properties")
+    check.set_defaults(run=_check_sae)
     return parser
 
 

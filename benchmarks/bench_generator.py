@@ -1,7 +1,6 @@
 """Generator throughput on `synthsaebench-small`, side by side with SAELens's SyntheticModel.
 
-Prints samples/s for both and the ratio, first with the default allocator, then after
-`keep_freed_memory()` (both libraries in the same process see the same allocator). The anchor (DESIGN.md): SAELens ≈ 8.6k samples/s and
+Prints samples/s for both and the ratio. The anchor (DESIGN.md): SAELens ≈ 8.6k samples/s and
 ≈ 50 s to build on a 2-core CPU. Run: python benchmarks/bench_generator.py [--batch 4096]
 """
 
@@ -12,7 +11,7 @@ import time
 
 import torch
 
-from groundtruth import SparseFeatureModel, keep_freed_memory, preset
+from groundtruth import SparseFeatureModel, preset
 
 
 def throughput(sample, batch: int, seconds: float) -> float:
@@ -89,15 +88,14 @@ def main() -> None:
             print("sae-lens not installed (pip install -e '.[bench]'): no side-by-side anchor")
 
     g = torch.Generator().manual_seed(0)
-    # Both libraries run in this process, so both see the same allocator in each round.
-    for allocator in ("default malloc", "keep_freed_memory()"):
-        if allocator != "default malloc" and not keep_freed_memory():
-            print("keep_freed_memory() is a no-op here (not glibc)")
-            break
-        rate_ours = throughput(lambda n: ours.sample(n, g), args.batch, args.seconds)
-        line = f"{allocator:>20}: groundtruth {rate_ours:10,.0f} samples/s"
-        if theirs is not None:
-            with torch.no_grad():
-                rate_theirs = throughput(lambda n: theirs.sample_with_features(n), args.batch, args.seconds)
-            line += f"   SAELens {rate_theirs:10,.0f} samples/s   ratio {rate_ours / rate_theirs:5.1f}x"
-        print(line, flush=True)
+    rate_ours = throughput(lambda n: ours.sample(n, g), args.batch, args.seconds)
+    line = f"groundtruth {rate_ours:10,.0f} samples/s"
+    if theirs is not None:
+        with torch.no_grad():
+            rate_theirs = throughput(lambda n: theirs.sample_with_features(n), args.batch, args.seconds)
+        line += f"   SAELens {rate_theirs:10,.0f} samples/s   ratio {rate_ours / rate_theirs:5.1f}x"
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

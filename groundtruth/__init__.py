@@ -1,7 +1,6 @@
 """Ground-truth sources with known latents: sparse feature models (toy superposition) and the
 containers they share. NumPy/torch only; nothing here trains."""
 
-from groundtruth.allocator import keep_freed_memory
 from groundtruth.correlation import LowRank, RandomCorrelation
 from groundtruth.directions import Directions
 from groundtruth.firing import Constant, Geometric, Linear, Zipf
@@ -28,6 +27,5 @@ __all__ = [
     "SparseFeatureModel",
     "Uniform",
     "Zipf",
-    "keep_freed_memory",
     "preset",
 ]

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from groundtruth._checks import check_int, check_real
-from toymodels.sae.base import SparseAutoencoder
+from toymodels.sae.base import LossTerms, SparseAutoencoder
 from toymodels.sae.io import recover_dir, replace_dir
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,28 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+class Trainer:
+    """One Adam optimiser and the training-step protocol every SAE follows: loss, backward, the
+    SAE's pre-step hook (e.g. project out gradients along unit decoder rows), the optimiser step,
+    the post-step hook (renormalise, resample, track firing)."""
+
+    def __init__(self, sae: SparseAutoencoder, train: TrainConfig):
+        self.sae, self.train = sae, train
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.betas)
+
+    def step(self, x: torch.Tensor, step: int) -> LossTerms:
+        """Train on batch ``x`` as step ``step`` (0-based) of ``train.steps``; returns the loss terms."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.train.lr_at(step)
+        terms = self.sae.training_loss(x, step / self.train.steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        self.sae.before_optimizer_step()
+        self.optimizer.step()
+        self.sae.after_optimizer_step(x, terms.codes, self.optimizer, step + 1)
+        return terms
+
+
 def _tensors(batches: Iterable) -> Iterator[torch.Tensor]:
     for batch in batches:
         yield batch.x if hasattr(batch, "x") else batch
@@ -89,7 +111,8 @@ def train_sae(
     """
     device = torch.device(device) if device is not None else sae.device
     sae.to(device).train()
-    optimizer = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.betas)
+    trainer = Trainer(sae, train)
+    optimizer = trainer.optimizer
     start_step, history = 0, []
     ckpt = Path(checkpoint_dir) / "latest" if checkpoint_dir is not None else None
     if ckpt is not None:
@@ -111,14 +134,7 @@ def train_sae(
     bar = tqdm(total=train.steps, initial=start_step, desc=f"{sae.architecture} SAE", disable=not progress)
     for step in range(start_step, train.steps):
         x = draw(step).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = train.lr_at(step)
-        terms = sae.training_loss(x, step / train.steps)
-        optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        sae.before_optimizer_step()
-        optimizer.step()
-        sae.after_optimizer_step(x, terms.codes, optimizer, step + 1)
+        terms = trainer.step(x, step)
         samples += x.shape[0]
         if (step + 1) % train.log_every == 0 or step + 1 == train.steps:
             record = {
@@ -165,4 +181,4 @@ def load_checkpoint(path: Path, sae: SparseAutoencoder, optimizer, device) -> tu
     return int(meta["step"]), list(meta["history"])
 
 
-__all__ = ["TrainConfig", "TrainResult", "train_sae"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train_sae"]

@@ -163,15 +163,3 @@ def test_target_l0_needing_p_above_one_raises():
 def test_target_l0_of_all_zero_schedule_raises():
     with pytest.raises(ValueError, match="target_l0"):
         firing_probabilities(Constant(0.0), 10, 1.0)
-
-
-def test_keep_freed_memory_reports_whether_it_applied():
-    import platform
-
-    from groundtruth import keep_freed_memory
-
-    applied = keep_freed_memory()
-    assert isinstance(applied, bool)
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert applied
-    assert keep_freed_memory() is applied  # idempotent

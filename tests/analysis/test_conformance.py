@@ -1,0 +1,193 @@
+"""The conformance suite: built-in SAEs pass it, deliberately broken SAEs are caught by the property
+that targets their bug, a SAELens SAE runs through it unchanged, and the CLI and pytest plugin work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from analysis.cli import main
+from analysis.conformance import PROPERTIES, Declared, check_sae, declared, load_factory, results_table
+from analysis.conformance.properties import permuted
+from toymodels.sae.factories import FACTORIES
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import broken_saes  # noqa: E402
+
+# Matryoshka's nested losses pull b_dec towards the mean of samples whose latent lies outside the first
+# prefix, which tilts every decoder row (cos ~0.95 with its feature): a property of the objective on
+# flat one-at-a-time data, not a bug, and the only built-in result that misses a property.
+KNOWN = {("matryoshka_batchtopk", "recovers_easy_ground_truth")}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_builtin_saes_pass_the_fast_profile(name):
+    results = check_sae(FACTORIES[name], "fast")
+    assert [r.name for r in results] == [p.name for p in PROPERTIES]
+    failed = {r.name for r in results if r.status == "failed"}
+    assert failed == {p for n, p in KNOWN if n == name}, results_table(results)
+    ran = {r.name for r in results if r.status == "passed"}
+    # What every built-in can be checked for: nothing essential is skipped.
+    assert {"shapes_and_dtypes", "decoder_norm_policy", "save_load_round_trip", "training_reduces_loss"} <= ran
+    assert "monotone_sparsity_knob" in ran | failed
+    for r in results:
+        if r.status == "failed":  # the known gap: close to, but short of, full recovery
+            assert 0.9 < float(r.detail.split("MCC ")[1].split()[0]) < 0.99
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(broken_saes.EXPECTED.items()))
+def test_broken_saes_are_caught_by_the_targeted_property(name, expected):
+    results = {r.name: r for r in check_sae(getattr(broken_saes, name), "fast")}
+    assert results[expected].status == "failed", results_table(list(results.values()))
+    assert "counterexample {" in results[expected].detail  # the (shrunk) inputs are reported
+    assert "d_in" in results[expected].detail
+
+
+def test_shapes_property_catches_a_wrong_shape():
+    class Transposed(torch.nn.Module):
+        def __init__(self, d_in, d_sae):
+            super().__init__()
+            self.W_dec = torch.nn.Parameter(torch.randn(d_in, d_sae))  # wrong layout
+
+        def encode(self, x):
+            return x @ self.W_dec
+
+        def decode(self, c):
+            return c @ self.W_dec.T
+
+    (r,) = check_sae(lambda d_in, d_sae, seed=0: Transposed(d_in, d_sae), "fast", ("shapes_and_dtypes",))
+    assert r.status == "failed" and "W_dec has shape" in r.detail
+
+
+def test_undeclared_promises_are_skipped_not_failed():
+    class Linear(torch.nn.Module):
+        def __init__(self, d_in, d_sae, seed):
+            super().__init__()
+            g = torch.Generator().manual_seed(seed)
+            self.W_dec = torch.nn.Parameter(torch.randn(d_sae, d_in, generator=g))
+
+        def encode(self, x):
+            return x @ self.W_dec.T
+
+        def decode(self, c):
+            return c @ self.W_dec
+
+    results = {r.name: r for r in check_sae(lambda d_in, d_sae, seed=0: Linear(d_in, d_sae, seed), "fast")}
+    assert results["nonnegative_codes"].status == "skipped"
+    assert results["training_reduces_loss"].detail == "no training step"
+    assert results["save_load_round_trip"].detail == "no save/load methods"
+    assert results["latent_permutation_equivariance"].status == "passed"
+    assert results["deterministic_under_seed"].status == "passed"
+
+
+def test_permuted_copy_moves_every_latent_axis():
+    sae = FACTORIES["jumprelu"](6, 10, seed=3)
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    other = permuted(sae, perm, 10)
+    torch.testing.assert_close(other.W_enc, sae.W_enc[:, perm], rtol=0, atol=0)
+    torch.testing.assert_close(other.W_dec, sae.W_dec[perm], rtol=0, atol=0)
+    torch.testing.assert_close(other.threshold, sae.threshold[perm], rtol=0, atol=0)
+    torch.testing.assert_close(other.b_dec, sae.b_dec, rtol=0, atol=0)
+
+
+def test_declarations_of_builtins_and_bad_declarations():
+    assert declared(FACTORIES["topk"](4, 8)) == Declared(
+        nonnegative=True, sparsity="topk", k=4, decoder_norm="unit", knob="k", knob_raises_l0=True
+    )
+    assert declared(FACTORIES["standard"](4, 8)).revives_dead_within == 45
+    assert declared(FACTORIES["gated"](4, 8)).knob_raises_l0 is False
+    with pytest.raises(ValueError, match="needs a positive integer k"):
+        Declared(sparsity="topk")
+    with pytest.raises(ValueError, match="sparsity"):
+        Declared(sparsity="top-k")
+
+    class Odd:
+        groundtruth_declares = {"nonnegative": True, "colour": "red"}
+
+    with pytest.raises(ValueError, match="colour"):
+        declared(Odd())
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("toymodels.sae.factories", "module:callable"),
+        ("no_such_module_xyz:make", "cannot import"),
+        ("toymodels.sae.factories:nope", "no attribute"),
+        ("toymodels.sae.factories:__doc__", "not callable"),
+    ],
+)
+def test_load_factory_errors_name_the_factory(spec, message):
+    with pytest.raises(ValueError, match=message):
+        load_factory(spec)
+
+
+def test_check_sae_rejects_unknown_profile_and_property():
+    with pytest.raises(ValueError, match="profile"):
+        check_sae(FACTORIES["topk"], "slow")
+    with pytest.raises(ValueError, match="unknown properties"):
+        check_sae(FACTORIES["topk"], "fast", ("nope",))
+
+
+def test_saelens_sae_runs_through_the_suite():
+    sae_lens = pytest.importorskip("sae_lens")
+
+    def make(d_in, d_sae, *, seed=0):
+        torch.manual_seed(seed)  # SAELens initialises from the global generator
+        return sae_lens.TopKSAE(sae_lens.TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=4))
+
+    results = {r.name: r for r in check_sae(make, "fast")}
+    assert not [r for r in results.values() if r.status == "failed"], results_table(list(results.values()))
+    for name in ("declared_sparsity", "save_load_round_trip", "latent_permutation_equivariance", "nonnegative_codes"):
+        assert results[name].status == "passed"
+    assert results["recovers_easy_ground_truth"].detail == "no training step"
+
+
+def test_cli_check_sae(capsys):
+    code = main(["check-sae", "toymodels.sae.factories:topk", "--only", "shapes_and_dtypes", "declared_sparsity"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "shapes_and_dtypes" in out and "2 passed, 0 failed" in out
+    code = main(["check-sae", "broken_saes:topk_plus_one", "--only", "declared_sparsity"])
+    out = capsys.readouterr().out
+    assert code == 1 and "failed" in out and "k=4" in out
+    assert main(["check-sae", "nope"]) == 2
+    assert "module:callable" in capsys.readouterr().err
+
+
+def test_pytest_plugin_runs_the_properties(tmp_path):
+    (tmp_path / "test_empty.py").write_text("def test_nothing():\n    pass\n")
+    env_path = f"{HERE}"
+    run = lambda spec, select: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", f"--groundtruth-sae={spec}"]
+        + ["-k", select],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "PYTHONPATH": env_path},
+        timeout=300,
+    )
+    ok = run("toymodels.sae.factories:topk", "nothing or shapes or sparsity or dead")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "4 passed, 1 skipped" in ok.stdout  # test_nothing and three properties pass; dead_latents skips
+    bad = run("broken_saes:topk_plus_one", "declared_sparsity")
+    assert bad.returncode == 1
+    assert "declared_sparsity: AssertionError: a sample has 5 active latents" in bad.stdout
+
+
+def test_readme_example_sae_passes(tmp_path, monkeypatch):
+    readme = (HERE.parents[1] / "README.md").read_text()
+    code = readme.split("# mypkg/my_sae.py\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme_sae.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    results = {r.name: r for r in check_sae("readme_sae:make_sae", "fast")}
+    assert not [r for r in results.values() if r.status == "failed"], results_table(list(results.values()))
+    for name in ("nonnegative_codes", "decoder_norm_policy", "training_reduces_loss", "recovers_easy_ground_truth"):
+        assert results[name].status == "passed"
+    assert results["monotone_sparsity_knob"].status == "passed"
+    assert results["save_load_round_trip"].status == "skipped"
