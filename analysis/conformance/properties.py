@@ -67,11 +67,19 @@ class Profile:
     knob_seeds: int
     lr: float = 1e-2
 
+    def __post_init__(self) -> None:
+        for d_in, d_sae in self.sizes:
+            # d_sae != d_in keeps latent axes identifiable; d_sae / 2 orthogonal features must fit in d_in.
+            if d_sae == d_in or d_sae // 2 > d_in or d_sae < 4:
+                raise ValueError(
+                    f"Profile {self.name!r}: size (d_in={d_in}, d_sae={d_sae}) needs 4 <= d_sae != d_in, d_sae / 2 <= d_in"
+                )
+
 
 PROFILES = {
     "fast": Profile("fast", examples=10, training_examples=1, sizes=((16, 32),), train_steps=150,
                     recovery_steps=800, knob_seeds=2),
-    "thorough": Profile("thorough", examples=100, training_examples=4, sizes=((16, 32), (12, 40), (32, 64)),
+    "thorough": Profile("thorough", examples=100, training_examples=4, sizes=((16, 32), (24, 40), (32, 64)),
                         train_steps=400, recovery_steps=2000, knob_seeds=4),
 }  # fmt: skip
 

@@ -191,3 +191,11 @@ def test_readme_example_sae_passes(tmp_path, monkeypatch):
         assert results[name].status == "passed"
     assert results["monotone_sparsity_knob"].status == "passed"
     assert results["save_load_round_trip"].status == "skipped"
+
+
+def test_profiles_reject_sizes_the_properties_cannot_use():
+    from analysis.conformance import Profile
+
+    for bad in ((16, 16), (12, 40), (2, 2)):
+        with pytest.raises(ValueError, match="d_sae"):
+            Profile("x", 1, 1, (bad,), 1, 1, 1)
