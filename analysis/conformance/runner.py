@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,8 +64,11 @@ def _describe(err: Exception) -> str:
     """The error message and Hypothesis's shrunk example, on one line each."""
     message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}".rstrip(": ")
     notes = " ".join(" ".join(note.split()) for note in getattr(err, "__notes__", []) if "case=" in note)
-    example = notes.replace("# or any other generated value", "").replace("Falsifying example: run( case=", "")
-    example = example.replace("{ ", "{").replace(", }", "}").rstrip(", )").strip()
+    # Hypothesis words this note differently across versions; the drawn case follows "case=".
+    example = notes[notes.index("case=") + len("case=") :] if "case=" in notes else ""
+    example = re.sub(r"#[^'{}]*", "", example)  # comments such as "# or any other generated value"
+    example = re.sub(r",?\s*\)?\s*$", "", example)
+    example = re.sub(r"\s+", " ", example).replace("{ ", "{").replace(", }", "}").replace(" ,", ",").strip()
     return f"{message}; counterexample {example}" if example else message
 
 

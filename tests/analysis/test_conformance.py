@@ -199,3 +199,21 @@ def test_profiles_reject_sizes_the_properties_cannot_use():
     for bad in ((16, 16), (12, 40), (2, 2)):
         with pytest.raises(ValueError, match="d_sae"):
             Profile("x", 1, 1, (bad,), 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "Falsifying example: run(\n    case={'d_in': 16, 'd_sae': 32, 'seed': 0, 'scale': 1.0},\n)",
+        "Failing test case: run(\n    case={'d_in': 16, 'd_sae': 32, 'seed': 0,  # or any other generated value\n"
+        "  'scale': 1.0,  },\n)",
+    ],
+)
+def test_counterexample_is_read_from_either_hypothesis_wording(note):
+    from analysis.conformance.runner import _describe
+
+    err = AssertionError("a sample has 5 active latents, k=4")
+    err.add_note(note)
+    assert _describe(err) == (
+        "AssertionError: a sample has 5 active latents, k=4; counterexample {'d_in': 16, 'd_sae': 32, 'seed': 0, 'scale': 1.0}"
+    )
