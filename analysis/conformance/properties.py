@@ -13,6 +13,13 @@ from typing import Any
 
 import torch
 
+try:
+    from hypothesis import strategies as st
+except ImportError as error:  # pragma: no cover - exercised only without the dev extra
+    raise ImportError(
+        "the SAE conformance suite needs Hypothesis: pip install hypothesis (or groundtruth[dev])"
+    ) from error
+
 from analysis.conformance.subject import Subject
 from analysis.metrics import l0, mcc, mmcs
 from groundtruth import Constant, SparseFeatureConfig, SparseFeatureModel, Uniform
@@ -331,33 +338,21 @@ def check_monotone_sparsity_knob(factory, profile: Profile, case: dict) -> None:
 # -- the registry ---------------------------------------------------------------------------------------
 
 
+_SCALES = st.sampled_from([1.0, 1e-2, 10.0, 1e-4, 100.0])
+_EXTREMES = st.sampled_from([0.0, 1e-30, 1e-8, 1e8, 1e15])
+_LEADING = st.lists(st.integers(1, 5), min_size=1, max_size=3)  # leading batch dimensions
+_STEPS = st.integers(1, 8)
+_LRS = st.sampled_from([1e-3, 1e-2, 1e-1])
+_SEED = st.integers(0, 2**16)
+
+
 def _cases(profile: Profile, **extra):
     """A strategy of dicts: sizes and a seed, plus ``extra`` strategies."""
-    from hypothesis import strategies as st
-
     return st.sampled_from(profile.sizes).flatmap(
         lambda size: st.fixed_dictionaries(
-            {"d_in": st.just(size[0]), "d_sae": st.just(size[1]), "seed": st.integers(0, 2**16), **extra}
+            {"d_in": st.just(size[0]), "d_sae": st.just(size[1]), "seed": _SEED, **extra}
         )
     )
-
-
-def _scales():
-    from hypothesis import strategies as st
-
-    return st.sampled_from([1.0, 1e-2, 10.0, 1e-4, 100.0])
-
-
-def _extremes():
-    from hypothesis import strategies as st
-
-    return st.sampled_from([0.0, 1e-30, 1e-8, 1e8, 1e15])
-
-
-def _leading():
-    from hypothesis import strategies as st
-
-    return st.lists(st.integers(1, 5), min_size=1, max_size=3)
 
 
 @dataclass(frozen=True)
@@ -391,30 +386,30 @@ def _needs_training_and_knob(s: Subject) -> str | None:
 
 
 PROPERTIES: tuple[Property, ...] = (
-    Property("shapes_and_dtypes", check_shapes_and_dtypes, lambda p: _cases(p, leading=_leading())),
-    Property("finite_on_extreme_inputs", check_finite_on_extreme_inputs, lambda p: _cases(p, scale=_extremes())),
+    Property("shapes_and_dtypes", check_shapes_and_dtypes, lambda p: _cases(p, leading=_LEADING)),
+    Property("finite_on_extreme_inputs", check_finite_on_extreme_inputs, lambda p: _cases(p, scale=_EXTREMES)),
     Property(
         "nonnegative_codes",
         check_nonnegative_codes,
-        lambda p: _cases(p, scale=_scales()),
+        lambda p: _cases(p, scale=_SCALES),
         needs=lambda s: None if s.declared.nonnegative else "non-negative codes not declared",
     ),
     Property(
         "declared_sparsity",
         check_declared_sparsity,
-        lambda p: _cases(p, scale=_scales()),
+        lambda p: _cases(p, scale=_SCALES),
         needs=lambda s: None if s.declared.sparsity else "no sparsity mechanism declared",
     ),
     Property(
         "decoder_norm_policy",
         check_decoder_norm_policy,
-        lambda p: _cases(p, steps=_steps(), lr=_lrs()),
+        lambda p: _cases(p, steps=_STEPS, lr=_LRS),
         needs=lambda s: None if s.declared.decoder_norm == "unit" else "no unit-norm decoder declared",
     ),
     Property(
         "latent_permutation_equivariance",
         check_latent_permutation_equivariance,
-        lambda p: _cases(p, perm_seed=_seed()),
+        lambda p: _cases(p, perm_seed=_SEED),
         needs=lambda s: None if isinstance(s.sae, torch.nn.Module) else "not a torch.nn.Module: cannot permute",
     ),
     Property("deterministic_under_seed", check_deterministic_under_seed, lambda p: _cases(p)),
@@ -449,21 +444,3 @@ PROPERTIES: tuple[Property, ...] = (
         training=True,
     ),
 )
-
-
-def _steps():
-    from hypothesis import strategies as st
-
-    return st.integers(1, 8)
-
-
-def _lrs():
-    from hypothesis import strategies as st
-
-    return st.sampled_from([1e-3, 1e-2, 1e-1])
-
-
-def _seed():
-    from hypothesis import strategies as st
-
-    return st.integers(0, 2**16)

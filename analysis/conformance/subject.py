@@ -156,7 +156,7 @@ class Subject:
     def trainable(self) -> bool:
         return isinstance(self.sae, SparseAutoencoder) or callable(getattr(self.sae, "training_step", None))
 
-    def train_step(self, x: torch.Tensor, lr: float = 3e-3, total_steps: int = 1000) -> Any:
+    def train_step(self, x: torch.Tensor, lr: float, total_steps: int = 1000) -> Any:
         """One optimiser step on ``x``; returns what the step returned (built-ins: their loss terms)."""
         if isinstance(self.sae, SparseAutoencoder):
             if self._trainer is None:
@@ -170,7 +170,7 @@ class Subject:
         self._steps += 1
         return out
 
-    def train(self, batches: Iterator[torch.Tensor], steps: int, lr: float = 3e-3) -> None:
+    def train(self, batches: Iterator[torch.Tensor], steps: int, lr: float) -> None:
         for _ in range(steps):
             self.train_step(next(batches), lr=lr, total_steps=steps)
 

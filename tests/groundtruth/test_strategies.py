@@ -59,7 +59,7 @@ def test_sae_configs_build_working_saes(cfg):
     sae = make_sae(cfg)
     codes = sae.encode(torch.randn(3, cfg.d_in))
     assert codes.shape == (3, cfg.d_sae)
-    if cfg.architecture in ("topk",):
+    if cfg.architecture == "topk":
         assert int((codes != 0).sum(-1).max()) <= cfg.k
 
 
