@@ -51,3 +51,27 @@ class ActivationBatch:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Token sequences with per-token ground truth: ``tokens [b, t]`` int64 and ``latents [b, t, K]``
+    whose last axis is named by ``names`` (e.g. ``belief[0]``, ``mine@D3``). ``kind`` says whether the
+    latents are ``"binary"`` labels or ``"continuous"`` values."""
+
+    tokens: torch.Tensor
+    latents: torch.Tensor
+    names: tuple[str, ...]
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("binary", "continuous"):
+            raise ValueError(f"kind must be 'binary' or 'continuous', got {self.kind!r}")
+        if self.latents.shape[:2] != self.tokens.shape or self.latents.shape[2] != len(self.names):
+            raise ValueError(
+                f"latents {tuple(self.latents.shape)} do not match tokens {tuple(self.tokens.shape)} "
+                f"and {len(self.names)} names"
+            )
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
