@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from groundtruth._checks import check_int, check_real
+from toymodels.atomic import atomic_dir, recover_dir
 from toymodels.sae.base import LossTerms, SparseAutoencoder
-from toymodels.sae.io import recover_dir, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +87,6 @@ class Trainer:
         return terms
 
 
-def _tensors(batches: Iterable) -> Iterator[torch.Tensor]:
-    for batch in batches:
-        yield batch.x if hasattr(batch, "x") else batch
-
-
 def train_sae(
     sae: SparseAutoencoder,
     batches: Iterable,
@@ -110,19 +103,47 @@ def train_sae(
     ``train.checkpoint_every`` steps and at the end, and an existing checkpoint is resumed from.
     """
     device = torch.device(device) if device is not None else sae.device
-    sae.to(device).train()
+    sae.to(device)
     trainer = Trainer(sae, train)
-    optimizer = trainer.optimizer
+
+    def step_fn(x, step: int) -> tuple[int, Callable[[], dict]]:
+        x = x.x if hasattr(x, "x") else x
+        terms = trainer.step(x.to(device), step)
+        return x.shape[0], lambda: {
+            "loss": float(terms.total.detach()),
+            "mse": float(terms.mse.detach()),
+            "l0": float((terms.codes > 0).sum(-1).float().mean()),
+            **terms.parts,
+        }
+
+    return fit(sae, trainer.optimizer, step_fn, batches, train, checkpoint_dir, progress, f"{sae.architecture} SAE")
+
+
+def fit(
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step_fn: Callable[[object, int], tuple[int, Callable[[], dict]]],
+    batches: Iterable,
+    train: TrainConfig,
+    checkpoint_dir: str | Path | None,
+    progress: bool,
+    desc: str,
+) -> TrainResult:
+    """The loop every trainer shares: resume from a checkpoint, fast-forward the stream past the
+    batches already consumed, call ``step_fn(batch, step) -> (samples, record)`` for each step, log
+    ``record()`` every ``train.log_every`` steps, and checkpoint atomically. ``module.cfg.to_dict()``
+    identifies the run, so a checkpoint from another configuration is refused."""
+    module.train()
     start_step, history = 0, []
     ckpt = Path(checkpoint_dir) / "latest" if checkpoint_dir is not None else None
     if ckpt is not None:
         recover_dir(ckpt)
     if ckpt is not None and ckpt.exists():
-        start_step, history = load_checkpoint(ckpt, sae, optimizer, device)
+        start_step, history = load_checkpoint(ckpt, module, optimizer, next(module.parameters()).device)
         logger.info("resuming from %s at step %d", ckpt, start_step)
-    stream = _tensors(batches)
+    stream = iter(batches)
 
-    def draw(step: int) -> torch.Tensor:
+    def draw(step: int):
         try:
             return next(stream)
         except StopIteration:
@@ -131,54 +152,42 @@ def train_sae(
     for step in range(start_step):  # fast-forward a deterministic stream past consumed batches
         draw(step)
     started, samples = time.perf_counter(), 0
-    bar = tqdm(total=train.steps, initial=start_step, desc=f"{sae.architecture} SAE", disable=not progress)
+    bar = tqdm(total=train.steps, initial=start_step, desc=desc, disable=not progress)
     for step in range(start_step, train.steps):
-        x = draw(step).to(device)
-        terms = trainer.step(x, step)
-        samples += x.shape[0]
+        n, record = step_fn(draw(step), step)
+        samples += n
         if (step + 1) % train.log_every == 0 or step + 1 == train.steps:
-            record = {
-                "step": step + 1,
-                "loss": float(terms.total.detach()),
-                "mse": float(terms.mse.detach()),
-                "l0": float((terms.codes > 0).sum(-1).float().mean()),
-                **terms.parts,
-            }
-            history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4g}", l0=f"{record['l0']:.1f}")
-            logger.info("step %d: %s", step + 1, record)
+            entry = {"step": step + 1, **record()}
+            history.append(entry)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k in ("loss", "l0")})
+            logger.info("step %d: %s", step + 1, entry)
         bar.update(1)
         if ckpt is not None and (
             (train.checkpoint_every and (step + 1) % train.checkpoint_every == 0) or step + 1 == train.steps
         ):
-            save_checkpoint(ckpt, sae, optimizer, step + 1, history)
+            save_checkpoint(ckpt, module, optimizer, step + 1, history)
     bar.close()
-    sae.eval()
+    module.eval()
     return TrainResult(train.steps, time.perf_counter() - started, samples, history)
 
 
-def save_checkpoint(path: Path, sae: SparseAutoencoder, optimizer, step: int, history: list[dict]) -> None:
+def save_checkpoint(path: Path, sae: torch.nn.Module, optimizer, step: int, history: list[dict]) -> None:
     """Write module state, optimiser state and progress into a fresh folder, then swap it in."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
         save_file(state, tmp / "module.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         meta = {"step": step, "config": sae.cfg.to_dict(), "history": history}
         (tmp / "trainer.json").write_text(json.dumps(meta))
-        replace_dir(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, sae: SparseAutoencoder, optimizer, device) -> tuple[int, list[dict]]:
+def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, device) -> tuple[int, list[dict]]:
     meta = json.loads((path / "trainer.json").read_text())
     if meta["config"] != sae.cfg.to_dict():
-        raise ValueError(f"checkpoint at {str(path)!r} was written for a different SAE config: {meta['config']}")
+        raise ValueError(f"checkpoint at {str(path)!r} was written for a different config: {meta['config']}")
     sae.load_state_dict({k: v.to(device) for k, v in load_file(path / "module.safetensors").items()})
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
     return int(meta["step"]), list(meta["history"])
 
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "train_sae"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "fit", "train_sae"]

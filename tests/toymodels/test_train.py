@@ -167,7 +167,7 @@ def test_checkpoint_for_a_different_config_raises(tmp_path):
     train = TrainConfig(steps=2, checkpoint_every=1)
     train_sae(make("standard", seed=0), gaussian_stream(0), train, checkpoint_dir=tmp_path, progress=False)
     for other in (make("standard", seed=1), make("standard", sparsity_coefficient=2.0), make("topk")):
-        with pytest.raises(ValueError, match="different SAE config"):
+        with pytest.raises(ValueError, match="different config"):
             train_sae(other, gaussian_stream(0), train, checkpoint_dir=tmp_path, progress=False)
 
 

@@ -10,14 +10,12 @@ back into the exact training class; folders written by SAELens load by their arc
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from toymodels.atomic import atomic_dir, recover_dir
 from toymodels.sae.base import SAEConfig, SparseAutoencoder
 from toymodels.sae.registry import make_sae
 
@@ -43,36 +41,11 @@ def sae_cfg_dict(sae: SparseAutoencoder) -> dict:
 
 def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
     """Write ``sae`` to the folder ``path`` atomically: a crash leaves the old folder or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sae.export_state().items()}
         save_file(tensors, tmp / WEIGHTS_FILE)
         (tmp / CFG_FILE).write_text(json.dumps(sae_cfg_dict(sae), indent=2))
-        replace_dir(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move folder ``src`` to ``dst``, replacing ``dst``; one rename makes the new folder visible."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_dir(path: Path) -> None:
-    """Finish a :func:`replace_dir` that was interrupted between its two renames."""
-    old = path.with_name(f".{path.name}.old")
-    if not path.exists() and old.exists():
-        os.replace(old, path)
+    return Path(path)
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:

@@ -1,0 +1,180 @@
+"""The hooked transformer: cache against a hand-written forward pass, causality, save/load, training
+with checkpoints and resume, soft targets."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from toymodels.train import TrainConfig
+from toymodels.transformer import (
+    HookedTransformer,
+    TransformerConfig,
+    load_transformer,
+    next_token_loss,
+    save_transformer,
+    train_transformer,
+)
+
+SMALL = TransformerConfig(n_layers=2, d_model=16, n_ctx=6, d_vocab=5, n_heads=2, d_mlp=32, seed=1)
+
+
+def manual_forward(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same architecture written out head by head and position by position."""
+    cfg, out = model.cfg, {}
+    b, t = tokens.shape
+
+    def ln(x, mod):
+        mu = x.mean(-1, keepdim=True)
+        var = ((x - mu) ** 2).mean(-1, keepdim=True)
+        return (x - mu) / torch.sqrt(var + 1e-5) * mod.w + mod.b
+
+    resid = model.W_E[tokens] + model.W_pos[:t]
+    for layer, block in enumerate(model.blocks):
+        out[f"blocks.{layer}.hook_resid_pre"] = resid
+        x = ln(resid, block.ln1)
+        a = block.attn
+        attn_out = torch.zeros_like(resid) + a.b_O
+        patterns = []
+        for h in range(cfg.n_heads):
+            q, k, v = (x @ getattr(a, f"W_{n}")[h] + getattr(a, f"b_{n}")[h] for n in "QKV")
+            pattern = torch.zeros(b, t, t)
+            for i in range(t):
+                scores = torch.stack([(q[:, i] * k[:, j]).sum(-1) for j in range(i + 1)], -1) / math.sqrt(cfg.d_head)
+                pattern[:, i, : i + 1] = scores.softmax(-1)
+            patterns.append(pattern)
+            attn_out = attn_out + (pattern @ v) @ a.W_O[h]
+        out[f"blocks.{layer}.attn.hook_pattern"] = torch.stack(patterns, 1)
+        resid = resid + attn_out
+        out[f"blocks.{layer}.hook_resid_mid"] = resid
+        post = torch.nn.functional.gelu(ln(resid, block.ln2) @ block.mlp.W_in + block.mlp.b_in)
+        out[f"blocks.{layer}.mlp.hook_post"] = post
+        resid = resid + post @ block.mlp.W_out + block.mlp.b_out
+        out[f"blocks.{layer}.hook_resid_post"] = resid
+    out["ln_final.hook_normalized"] = ln(resid, model.ln_final)
+    out["logits"] = out["ln_final.hook_normalized"] @ model.W_U + model.b_U
+    return out
+
+
+def perturbed(cfg: TransformerConfig) -> HookedTransformer:
+    """A model whose biases and LayerNorm weights are not at their initial values, so the test sees them."""
+    model = HookedTransformer(cfg)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6))
+def test_cache_matches_manual_forward(seed, t):
+    model = perturbed(SMALL)
+    tokens = torch.randint(0, 5, (3, t), generator=torch.Generator().manual_seed(seed))
+    logits, cache = model.run_with_cache(tokens)
+    expected = manual_forward(model, tokens)
+    assert set(cache) == set(model.hook_names)
+    for name, value in expected.items():
+        got = logits if name == "logits" else cache[name]
+        torch.testing.assert_close(got, value, atol=1e-5, rtol=1e-5, msg=name)
+    assert cache["hook_embed"].shape == (3, t, 16)
+    torch.testing.assert_close(cache["hook_embed"] + cache["hook_pos_embed"], cache["blocks.0.hook_resid_pre"])
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(0, 5))
+def test_positions_only_see_the_past(seed, cut):
+    model = perturbed(SMALL)
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 5, (2, 6), generator=g)
+    other = tokens.clone()
+    other[:, cut:] = torch.randint(0, 5, (2, 6 - cut), generator=g)
+    torch.testing.assert_close(model(tokens)[:, :cut], model(other)[:, :cut])
+
+
+def test_save_load_identical_logits(tmp_path):
+    model = perturbed(SMALL)
+    tokens = torch.randint(0, 5, (4, 6))
+    save_transformer(model, tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = load_transformer(tmp_path / "m")
+    assert loaded.cfg == model.cfg
+    assert torch.equal(loaded(tokens), model(tokens))
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folders left behind
+
+
+def test_parameter_names_follow_transformerlens():
+    names = dict(HookedTransformer(SMALL).named_parameters())
+    assert names["blocks.0.attn.W_Q"].shape == (2, 16, 8)
+    assert names["blocks.1.attn.W_O"].shape == (2, 8, 16)
+    assert names["blocks.0.mlp.W_in"].shape == (16, 32)
+    assert names["W_E"].shape == (5, 16) and names["W_U"].shape == (16, 5) and names["W_pos"].shape == (6, 16)
+
+
+def test_same_seed_same_weights_and_attention_only():
+    a, b = HookedTransformer(SMALL), HookedTransformer(SMALL)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    attn_only = HookedTransformer(SMALL.replace(d_mlp=0, normalization_type=None))
+    assert not any("mlp" in n for n in attn_only.hook_names)
+    assert attn_only(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 5)
+
+
+def test_soft_targets_equal_hard_targets_when_one_hot():
+    logits = torch.randn(3, 4, 5)
+    targets = torch.randint(0, 5, (3, 4))
+    soft = torch.nn.functional.one_hot(targets, 5).float()
+    torch.testing.assert_close(next_token_loss(logits, soft), next_token_loss(logits, targets))
+
+
+def copy_stream(seed: int):
+    """Counting modulo 5 from a random start: after the first token, fully predictable."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        yield (torch.randint(0, 5, (32, 1), generator=g) + torch.arange(7)) % 5
+
+
+def test_training_reduces_loss_and_resume_matches(tmp_path):
+    train = TrainConfig(steps=40, lr=1e-2, checkpoint_every=10, log_every=10)
+    full = HookedTransformer(SMALL)
+    batch = next(copy_stream(1))
+    assert next_token_loss(full(batch[:, :-1]), batch[:, 1:]) > 1.5  # about ln 5 untrained
+    result = train_transformer(full, copy_stream(0), train, progress=False)
+    assert result.history[-1]["loss"] < 0.1
+
+    interrupted = HookedTransformer(SMALL)
+    with pytest.raises(ValueError, match="ran out"):
+        train_transformer(
+            interrupted,
+            (b for _, b in zip(range(25), copy_stream(0), strict=False)),
+            train,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    resumed = HookedTransformer(SMALL)
+    train_transformer(resumed, copy_stream(0), train, checkpoint_dir=tmp_path, progress=False)
+    for (name, p), q in zip(full.named_parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"d_model": 0}, "d_model"),
+        ({"n_heads": 3}, "divisible"),
+        ({"act_fn": "tanh"}, "act_fn"),
+        ({"normalization_type": "RMS"}, "normalization_type"),
+    ],
+)
+def test_bad_config_raises(changes, match):
+    with pytest.raises(ValueError, match=match):
+        SMALL.replace(d_head=None, **changes)
+
+
+def test_bad_tokens_raise():
+    model = HookedTransformer(SMALL)
+    with pytest.raises(ValueError, match="n_ctx"):
+        model(torch.zeros(1, 7, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="unknown hook"):
+        model.run_with_cache(torch.zeros(1, 3, dtype=torch.long), names=["blocks.9.hook_resid_post"])

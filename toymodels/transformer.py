@@ -1,0 +1,259 @@
+"""A small decoder-only transformer with TransformerLens hook names, config fields and weight names.
+
+``run_with_cache(tokens, names=...)`` returns the logits and the activations at the requested hooks:
+``hook_embed``, ``hook_pos_embed``, ``blocks.{l}.hook_resid_pre|hook_resid_mid|hook_resid_post``,
+``blocks.{l}.attn.hook_pattern``, ``blocks.{l}.mlp.hook_post`` and ``ln_final.hook_normalized``.
+Parameters carry TransformerLens's names and shapes (``W_E``, ``blocks.0.attn.W_Q [n_heads, d_model,
+d_head]``, ...), so a state dict moves between the two libraries without renaming. Pre-LayerNorm
+blocks, learned absolute positions, causal attention (Vaswani et al. 2017; Radford et al. 2019).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from groundtruth._checks import check_int
+from toymodels.atomic import atomic_dir, recover_dir
+from toymodels.train import TrainConfig, TrainResult, fit
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+_ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Hyperparameters, named as in TransformerLens's ``HookedTransformerConfig``."""
+
+    n_layers: int
+    d_model: int
+    n_ctx: int
+    d_vocab: int
+    n_heads: int = 1
+    d_head: int | None = None  # defaults to d_model // n_heads
+    d_mlp: int | None = None  # defaults to 4 * d_model; 0 for attention-only
+    act_fn: str = "gelu"
+    normalization_type: str | None = "LN"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "d_model", "n_ctx", "d_vocab", "n_heads"):
+            check_int(name, getattr(self, name))
+        if self.d_head is None:
+            if self.d_model % self.n_heads:
+                raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; set d_head")
+            object.__setattr__(self, "d_head", self.d_model // self.n_heads)
+        check_int("d_head", self.d_head)
+        if self.d_mlp is None:
+            object.__setattr__(self, "d_mlp", 4 * self.d_model)
+        check_int("d_mlp", self.d_mlp, minimum=0)
+        if self.act_fn not in _ACTIVATIONS:
+            raise ValueError(f"act_fn must be one of {sorted(_ACTIVATIONS)}, got {self.act_fn!r}")
+        if self.normalization_type not in ("LN", None):
+            raise ValueError(f"normalization_type must be 'LN' or None, got {self.normalization_type!r}")
+        check_int("seed", self.seed, minimum=0)
+
+    def replace(self, **changes) -> TransformerConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> TransformerConfig:
+        return TransformerConfig(**data)
+
+
+class _LayerNorm(nn.Module):
+    def __init__(self, d: int, enabled: bool):
+        super().__init__()
+        self.enabled = enabled
+        if enabled:
+            self.w = nn.Parameter(torch.ones(d))
+            self.b = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], self.w, self.b, eps=1e-5) if self.enabled else x
+
+
+class _Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        h, d, dh, m = cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_mlp
+        ln = cfg.normalization_type == "LN"
+        self.ln1, self.ln2 = _LayerNorm(d, ln), _LayerNorm(d, ln)
+        self.attn = nn.Module()
+        for name in ("W_Q", "W_K", "W_V"):
+            self.attn.register_parameter(name, nn.Parameter(torch.empty(h, d, dh)))
+        for name in ("b_Q", "b_K", "b_V"):
+            self.attn.register_parameter(name, nn.Parameter(torch.zeros(h, dh)))
+        self.attn.W_O = nn.Parameter(torch.empty(h, dh, d))
+        self.attn.b_O = nn.Parameter(torch.zeros(d))
+        self.mlp = nn.Module()
+        if m:
+            self.mlp.W_in = nn.Parameter(torch.empty(d, m))
+            self.mlp.b_in = nn.Parameter(torch.zeros(m))
+            self.mlp.W_out = nn.Parameter(torch.empty(m, d))
+            self.mlp.b_out = nn.Parameter(torch.zeros(d))
+
+
+class HookedTransformer(nn.Module):
+    """The transformer. ``forward(tokens [b, t]) -> logits [b, t, d_vocab]``; position ``t`` has
+    seen tokens ``0..t`` only."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, d))
+        self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, d))
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = _LayerNorm(d, cfg.normalization_type == "LN")
+        self.W_U = nn.Parameter(torch.empty(d, cfg.d_vocab))
+        self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab))
+        self.reset_parameters()
+        self.register_buffer("_mask", torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool)), persistent=False)
+
+    def reset_parameters(self) -> None:
+        """GPT-2-style initialisation, N(0, 0.02²) (output projections scaled by 1/√(2·n_layers)),
+        drawn from the config's seed."""
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        out_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.split(".")[-1].startswith("W_"):
+                    std = out_std if name.endswith(("W_O", "W_out")) else 0.02
+                    p.copy_(torch.randn(p.shape, generator=g) * std)
+
+    @property
+    def hook_names(self) -> list[str]:
+        """Every hook ``run_with_cache`` can return, in forward order."""
+        names = ["hook_embed", "hook_pos_embed"]
+        for layer in range(self.cfg.n_layers):
+            names += [f"blocks.{layer}.{n}" for n in ("hook_resid_pre", "attn.hook_pattern", "hook_resid_mid")]
+            if self.cfg.d_mlp:
+                names.append(f"blocks.{layer}.mlp.hook_post")
+            names.append(f"blocks.{layer}.hook_resid_post")
+        return names + ["ln_final.hook_normalized"]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._run(tokens, None)
+
+    def run_with_cache(
+        self, tokens: torch.Tensor, names: list[str] | tuple[str, ...] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and a dict of activations at ``names`` (default: every hook)."""
+        wanted = set(self.hook_names if names is None else names)
+        unknown = wanted - set(self.hook_names)
+        if unknown:
+            raise ValueError(f"unknown hook names {sorted(unknown)}; see HookedTransformer.hook_names")
+        cache: dict[str, torch.Tensor] = {}
+        logits = self._run(tokens, (wanted, cache))
+        return logits, cache
+
+    def _run(self, tokens: torch.Tensor, hooks) -> torch.Tensor:
+        cfg = self.cfg
+        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
+            raise TypeError(f"tokens must be an integer tensor [batch, pos], got {tokens!r:.80}")
+        b, t = tokens.shape
+        if t > cfg.n_ctx:
+            raise ValueError(f"tokens have {t} positions but n_ctx={cfg.n_ctx}")
+
+        def hook(name: str, value: torch.Tensor) -> torch.Tensor:
+            if hooks is not None and name in hooks[0]:
+                hooks[1][name] = value
+            return value
+
+        embed = hook("hook_embed", self.W_E[tokens])
+        resid = embed + hook("hook_pos_embed", self.W_pos[:t])
+        for layer, block in enumerate(self.blocks):
+            prefix = f"blocks.{layer}."
+            resid = hook(prefix + "hook_resid_pre", resid)
+            x = block.ln1(resid)
+            a = block.attn
+            q = torch.einsum("bpd,hde->bhpe", x, a.W_Q) + a.b_Q[:, None]
+            k = torch.einsum("bpd,hde->bhpe", x, a.W_K) + a.b_K[:, None]
+            v = torch.einsum("bpd,hde->bhpe", x, a.W_V) + a.b_V[:, None]
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(cfg.d_head)
+            scores = scores.masked_fill(~self._mask[:t, :t], float("-inf"))
+            pattern = hook(prefix + "attn.hook_pattern", scores.softmax(-1))
+            z = pattern @ v  # [b, h, t, d_head]
+            resid = hook(prefix + "hook_resid_mid", resid + torch.einsum("bhpe,hed->bpd", z, a.W_O) + a.b_O)
+            if cfg.d_mlp:
+                m = block.mlp
+                post = hook(prefix + "mlp.hook_post", _ACTIVATIONS[cfg.act_fn](block.ln2(resid) @ m.W_in + m.b_in))
+                resid = resid + post @ m.W_out + m.b_out
+            resid = hook(prefix + "hook_resid_post", resid)
+        final = hook("ln_final.hook_normalized", self.ln_final(resid))
+        return final @ self.W_U + self.b_U
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_E.device
+
+
+def save_transformer(model: HookedTransformer, path: str | Path) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into the folder ``path``, atomically."""
+    with atomic_dir(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(model.cfg.to_dict(), indent=2))
+    return Path(path)
+
+
+def load_transformer(path: str | Path, device: str | torch.device = "cpu") -> HookedTransformer:
+    """Load a folder written by :func:`save_transformer`."""
+    path = Path(path)
+    recover_dir(path)
+    if not (path / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {str(path)!r}")
+    model = HookedTransformer(TransformerConfig.from_dict(json.loads((path / CONFIG_FILE).read_text())))
+    model.load_state_dict(load_file(path / WEIGHTS_FILE))
+    return model.to(device)
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy in nats. ``targets`` are token ids ``[b, t]`` or, for training on a
+    process's exact next-token distribution, probabilities ``[b, t, d_vocab]`` (soft targets)."""
+    logp = logits.log_softmax(-1)
+    if targets.is_floating_point():
+        return -(targets * logp).sum(-1).mean()
+    return F.nll_loss(logp.flatten(0, 1), targets.flatten())
+
+
+def train_transformer(
+    model: HookedTransformer,
+    batches: Iterable,
+    train: TrainConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place with Adam on ``train.steps`` batches (a :class:`toymodels.train.TrainConfig`).
+
+    Each batch is a token tensor ``[b, t + 1]`` (inputs ``[:, :-1]``, targets ``[:, 1:]``) or a pair
+    ``(inputs [b, t], targets)`` with targets as in :func:`next_token_loss`. Checkpoints and resume
+    work as for SAEs (:func:`toymodels.train.fit`).
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, betas=train.betas)
+    device = model.device
+
+    def step_fn(batch, step: int):
+        inputs, targets = (batch[:, :-1], batch[:, 1:]) if isinstance(batch, torch.Tensor) else batch
+        for group in optimizer.param_groups:
+            group["lr"] = train.lr_at(step)
+        loss = next_token_loss(model(inputs.to(device)), targets.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return inputs.numel(), lambda: {"loss": float(loss.detach())}
+
+    return fit(model, optimizer, step_fn, batches, train, checkpoint_dir, progress, "transformer")
