@@ -142,6 +142,28 @@ class HMM:
             logp[:, k + 1] = logp[:, k] + torch.log(p)
         return beliefs, logp
 
+    def all_sequences(
+        self, length: int, max_sequences: int = 5_000_000
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every sequence of ``length`` tokens with positive probability: ``tokens [N, length]``, their
+        beliefs ``[N, length + 1, n_states]`` and log prefix probabilities ``[N, length + 1]``.
+
+        Weighting each (sequence, position) by the whole sequence's probability weights each prefix
+        by its own probability, as in Shai et al.'s regression over the mixed-state tree.
+        """
+        check_int("length", length)
+        if self.n_tokens**length > max_sequences:
+            raise ValueError(f"{self.n_tokens}**{length} sequences exceed max_sequences={max_sequences}")
+        tokens = torch.zeros(1, 0, dtype=torch.int64)
+        for _ in range(length):
+            tokens = torch.cat(
+                [tokens.repeat_interleave(self.n_tokens, 0), torch.arange(self.n_tokens).repeat(len(tokens))[:, None]],
+                1,
+            )
+            tokens = tokens[torch.isfinite(self.log_prob(tokens))]
+        beliefs, logp = self.filter(tokens)
+        return tokens, beliefs, logp
+
     def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
         """Log probability (nats) of each whole sequence ``[b, t] -> [b]``; ``-inf`` if impossible."""
         tokens = self._check_tokens(tokens)

@@ -180,14 +180,19 @@ class HookedTransformer(nn.Module):
             resid = hook(prefix + "hook_resid_pre", resid)
             x = block.ln1(resid)
             a = block.attn
-            q = torch.einsum("bpd,hde->bhpe", x, a.W_Q) + a.b_Q[:, None]
-            k = torch.einsum("bpd,hde->bhpe", x, a.W_K) + a.b_K[:, None]
-            v = torch.einsum("bpd,hde->bhpe", x, a.W_V) + a.b_V[:, None]
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(cfg.d_head)
-            scores = scores.masked_fill(~self._mask[:t, :t], float("-inf"))
-            pattern = hook(prefix + "attn.hook_pattern", scores.softmax(-1))
-            z = pattern @ v  # [b, h, t, d_head]
-            resid = hook(prefix + "hook_resid_mid", resid + torch.einsum("bhpe,hed->bpd", z, a.W_O) + a.b_O)
+            h, dh = cfg.n_heads, cfg.d_head
+            w_qkv = torch.cat([a.W_Q, a.W_K, a.W_V], 0).permute(1, 0, 2).reshape(cfg.d_model, 3 * h * dh)
+            qkv = (x @ w_qkv + torch.cat([a.b_Q, a.b_K, a.b_V], 0).reshape(-1)).view(b, t, 3, h, dh)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [b, h, t, d_head]
+            name = prefix + "attn.hook_pattern"
+            if hooks is not None and name in hooks[0]:
+                scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
+                pattern = hook(name, scores.masked_fill(~self._mask[:t, :t], float("-inf")).softmax(-1))
+                z = pattern @ v
+            else:
+                z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            attn_out = z.transpose(1, 2).reshape(b, t, h * dh) @ a.W_O.reshape(h * dh, cfg.d_model) + a.b_O
+            resid = hook(prefix + "hook_resid_mid", resid + attn_out)
             if cfg.d_mlp:
                 m = block.mlp
                 post = hook(prefix + "mlp.hook_post", _ACTIVATIONS[cfg.act_fn](block.ln2(resid) @ m.W_in + m.b_in))

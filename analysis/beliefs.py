@@ -1,0 +1,121 @@
+"""Belief-state geometry: linear regression from activations to exact beliefs.
+
+Shai et al. (2024) fit a least-squares map with intercept from the residual stream to the belief
+simplex and report its MSE. Here the fit uses the normal equations in float64 with ``AᵀWA`` factored
+once, so a shuffled-target baseline with a thousand permutations costs one more matrix product.
+Metrics follow DESIGN.md: MSE is the mean over points and belief coordinates; R² is 1 − SSE/SST per
+coordinate, averaged; both unweighted and weighted (by prefix probability, where given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from groundtruth._checks import check_real
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Scores of one regression on held-out sequences (and on the training sequences)."""
+
+    mse: float
+    r2: float
+    mse_weighted: float | None
+    r2_weighted: float | None
+    train_mse: float
+    train_r2: float
+    shuffled_mse: float | None = None  # mean over permutations of the targets
+    shuffled_r2: float | None = None
+    coef: torch.Tensor | None = field(default=None, repr=False)  # [d + 1, K], intercept last
+
+
+def _design(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
+
+
+def _scores(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> tuple[float, float]:
+    """MSE and mean-per-coordinate R² of ``pred`` against ``y`` (``[n, K]`` or ``[P, n, K]``)."""
+    if w is None:
+        w = torch.ones(y.shape[-2], dtype=y.dtype)
+    w = (w / w.sum())[:, None]
+    err = ((pred - y) ** 2 * w).sum(-2)  # [..., K] weighted mean squared error per coordinate
+    mean = (y * w).sum(-2, keepdim=True)
+    var = ((y - mean) ** 2 * w).sum(-2)
+    r2 = 1 - err / var.clamp(min=1e-300)
+    return float(err.mean()), float(r2.mean())
+
+
+def regress(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    test: torch.Tensor,
+    *,
+    weights: torch.Tensor | None = None,
+    shuffles: int = 0,
+    generator: torch.Generator | None = None,
+) -> Fit:
+    """Fit ``y ≈ x β + c`` on the rows where ``test`` is False and score on the rows where it is True.
+
+    ``x [n, d]`` activations, ``y [n, K]`` targets, ``test [n]`` boolean. ``weights [n]`` (prefix
+    probabilities) weight the fit and the weighted scores. ``shuffles`` permutations of the training
+    targets give the shuffled-target baseline.
+    """
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or test.shape != (x.shape[0],):
+        raise ValueError(
+            f"x [n, d], y [n, K] and test [n] must agree, got {tuple(x.shape)}, {tuple(y.shape)}, {tuple(test.shape)}"
+        )
+    if not bool(test.any()) or bool(test.all()):
+        raise ValueError("test must mark some rows, and not all of them, as held out")
+    a, y = _design(x.double()), y.double()
+    w = torch.ones(len(y), dtype=torch.float64) if weights is None else weights.double()
+    train = ~test
+    a_tr, y_tr, w_tr = a[train], y[train], w[train]
+    gram = a_tr.T @ (a_tr * w_tr[:, None])
+    gram += torch.eye(gram.shape[0], dtype=gram.dtype) * 1e-10 * gram.diagonal().mean()
+    factor = torch.linalg.cholesky(gram)
+    coef = torch.cholesky_solve(a_tr.T @ (y_tr * w_tr[:, None]), factor)
+    pred = a[test] @ coef
+    mse, r2 = _scores(pred, y[test], None)
+    mse_w, r2_w = _scores(pred, y[test], w[test]) if weights is not None else (None, None)
+    train_mse, train_r2 = _scores(a_tr @ coef, y_tr, None)
+    shuffled_mse = shuffled_r2 = None
+    if shuffles:
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        perms = torch.stack([torch.randperm(len(y_tr), generator=g) for _ in range(shuffles)])
+        y_perm = y_tr[perms]  # [P, n_train, K]
+        rhs = torch.einsum("nd,pnk->dpk", a_tr * w_tr[:, None], y_perm).reshape(a.shape[1], -1)
+        coefs = torch.cholesky_solve(rhs, factor).reshape(a.shape[1], shuffles, -1).permute(1, 0, 2)
+        shuffled_mse, shuffled_r2 = _scores(a[test] @ coefs, y[test].expand(shuffles, -1, -1), None)
+    return Fit(mse, r2, mse_w, r2_w, train_mse, train_r2, shuffled_mse, shuffled_r2, coef)
+
+
+def sequence_split(n_sequences: int, test_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """A boolean ``[n_sequences]`` mask of held-out sequences: whole sequences, never single positions."""
+    check_real("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    test = torch.zeros(n_sequences, dtype=torch.bool)
+    test[torch.randperm(n_sequences, generator=generator)[: max(1, round(test_fraction * n_sequences))]] = True
+    return test
+
+
+def belief_regression(
+    acts: torch.Tensor,
+    beliefs: torch.Tensor,
+    *,
+    weights: torch.Tensor | None = None,
+    test_fraction: float = 0.2,
+    shuffles: int = 0,
+    seed: int = 0,
+) -> Fit:
+    """Regress beliefs ``[b, t, S]`` on activations ``[b, t, d]`` over all positions, holding out
+    a ``test_fraction`` of sequences. ``weights [b, t]`` are prefix probabilities, if any."""
+    if acts.shape[:2] != beliefs.shape[:2]:
+        raise ValueError(f"acts {tuple(acts.shape)} and beliefs {tuple(beliefs.shape)} disagree on [b, t]")
+    g = torch.Generator().manual_seed(seed)
+    b, t = beliefs.shape[:2]
+    test = sequence_split(b, test_fraction, g)[:, None].expand(b, t).reshape(-1)
+    flat_w = None if weights is None else weights.reshape(-1)
+    return regress(
+        acts.reshape(b * t, -1), beliefs.reshape(b * t, -1), test, weights=flat_w, shuffles=shuffles, generator=g
+    )
