@@ -84,8 +84,8 @@ def regress(
     if shuffles:
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         perms = torch.stack([torch.randperm(len(y_tr), generator=g) for _ in range(shuffles)])
-        y_perm = y_tr[perms]  # [P, n_train, K]
-        rhs = torch.einsum("nd,pnk->dpk", a_tr * w_tr[:, None], y_perm).reshape(a.shape[1], -1)
+        y_perm = y_tr[perms].permute(1, 0, 2).reshape(len(y_tr), -1)  # [n_train, P * K]
+        rhs = (a_tr * w_tr[:, None]).T @ y_perm  # one matrix product for all permutations
         coefs = torch.cholesky_solve(rhs, factor).reshape(a.shape[1], shuffles, -1).permute(1, 0, 2)
         shuffled_mse, shuffled_r2 = _scores(a[test] @ coefs, y[test].expand(shuffles, -1, -1), None)
     return Fit(mse, r2, mse_w, r2_w, train_mse, train_r2, shuffled_mse, shuffled_r2, coef)

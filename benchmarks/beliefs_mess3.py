@@ -4,7 +4,7 @@ exact beliefs from its residual stream.
 The evaluation set is every one of the 3^10 sequences of 10 tokens, each (sequence, position)
 weighted by its probability, so the model's expected loss is exact and comparable with the optimum
 0.8025 nats; the regression holds out 20% of sequences and is reported unweighted and weighted, with a
-100-permutation shuffled-target baseline and the same regression on the untrained model.
+20-permutation shuffled-target baseline and the same regression on the untrained model.
 Run: python benchmarks/beliefs_mess3.py [--steps 4000] [--batch 512] [--soft] [--out bench-results/mess3]
 """
 
@@ -57,7 +57,7 @@ def evaluate(model: HookedTransformer, hmm, n_ctx: int) -> dict:
             "r2_weighted": fit.r2_weighted,
         }
     concat = torch.cat([cache[n] for n in names], -1)
-    fit = belief_regression(concat, latents, weights=weights, shuffles=100)
+    fit = belief_regression(concat, latents, weights=weights, shuffles=20)
     out["concat"] = {
         "mse": fit.mse,
         "r2": fit.r2,

@@ -2,6 +2,7 @@
 entropy rates against closed forms, sampling frequencies against exact probabilities."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +246,12 @@ def test_bad_arguments_raise():
         mixture([mess3(), even()])
     with pytest.raises(ValueError, match="max_nodes"):
         mixed_state_presentation(mess3(), 20, max_nodes=1000)
+
+
+def test_readme_process_example_runs():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("## Hidden-Markov processes and belief geometry")[1].split("```python")[1].split("```")[0]
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["graph"].n_distinct(5) == 237_844
+    assert scope["batch"].latents.shape == (1024, 10, 3)
