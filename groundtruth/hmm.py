@@ -126,6 +126,13 @@ class HMM:
         prefix probabilities ``[b, t + 1]`` in nats. A token of probability zero under the prefix
         raises a ``ValueError``.
         """
+        return self._forward(tokens, prior, strict=True)
+
+    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Log probability (nats) of each whole sequence ``[b, t] -> [b]``; ``-inf`` if impossible."""
+        return self._forward(tokens, None, strict=False)[1][:, -1]
+
+    def _forward(self, tokens: torch.Tensor, prior: np.ndarray | None, strict: bool):
         tokens = self._check_tokens(tokens)
         b, t = tokens.shape
         prior = self.initial if prior is None else _check_distribution("prior", prior, self.n_states)
@@ -133,14 +140,18 @@ class HMM:
         logp = torch.zeros(b, t + 1, dtype=torch.float64)
         beliefs[:, 0] = torch.from_numpy(prior)
         for k in range(t):
-            unnorm = torch.bmm(beliefs[:, k, None, :], self._T[tokens[:, k]]).squeeze(1)
-            p = unnorm.sum(1)
-            if not bool((p > 0).all()):
+            beliefs[:, k + 1], p = self._bayes(beliefs[:, k], tokens[:, k])
+            if strict and not bool((p > 0).all()):
                 row = int(torch.nonzero(p <= 0)[0])
                 raise ValueError(f"tokens[{row}, {k}] = {int(tokens[row, k])} has probability 0 after its prefix")
-            beliefs[:, k + 1] = unnorm / p[:, None]
             logp[:, k + 1] = logp[:, k] + torch.log(p)
         return beliefs, logp
+
+    def _bayes(self, beliefs: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Bayes update ``η T[x] / (η T[x] 1)`` per row, and the token's probability ``η T[x] 1``."""
+        unnorm = torch.bmm(beliefs[:, None, :], self._T[tokens]).squeeze(1)
+        p = unnorm.sum(1)
+        return unnorm / p.clamp(min=1e-300)[:, None], p
 
     def all_sequences(
         self, length: int, max_sequences: int = 5_000_000
@@ -154,27 +165,20 @@ class HMM:
         check_int("length", length)
         if self.n_tokens**length > max_sequences:
             raise ValueError(f"{self.n_tokens}**{length} sequences exceed max_sequences={max_sequences}")
+        v = self.n_tokens
         tokens = torch.zeros(1, 0, dtype=torch.int64)
-        for _ in range(length):
-            tokens = torch.cat(
-                [tokens.repeat_interleave(self.n_tokens, 0), torch.arange(self.n_tokens).repeat(len(tokens))[:, None]],
-                1,
-            )
-            tokens = tokens[torch.isfinite(self.log_prob(tokens))]
-        beliefs, logp = self.filter(tokens)
+        beliefs = torch.from_numpy(self.initial)[None, None, :]
+        logp = torch.zeros(1, 1, dtype=torch.float64)
+        for _ in range(length):  # extend every prefix by every token, keep the possible ones
+            parent = torch.arange(len(tokens)).repeat_interleave(v)
+            token = torch.arange(v).repeat(len(tokens))
+            child, p = self._bayes(beliefs[parent, -1], token)
+            keep = p > 0
+            parent, token, child, p = parent[keep], token[keep], child[keep], p[keep]
+            tokens = torch.cat([tokens[parent], token[:, None]], 1)
+            beliefs = torch.cat([beliefs[parent], child[:, None]], 1)
+            logp = torch.cat([logp[parent], (logp[parent, -1] + torch.log(p))[:, None]], 1)
         return tokens, beliefs, logp
-
-    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Log probability (nats) of each whole sequence ``[b, t] -> [b]``; ``-inf`` if impossible."""
-        tokens = self._check_tokens(tokens)
-        eta = torch.from_numpy(self.initial).expand(tokens.shape[0], -1)
-        total = torch.zeros(tokens.shape[0], dtype=torch.float64)
-        for k in range(tokens.shape[1]):
-            unnorm = torch.bmm(eta[:, None, :], self._T[tokens[:, k]]).squeeze(1)
-            p = unnorm.sum(1)
-            total = total + torch.log(p)
-            eta = unnorm / p.clamp(min=1e-300)[:, None]
-        return total
 
     def sample(self, batch: int, length: int, generator: torch.Generator) -> ProcessBatch:
         """Sample ``batch`` sequences of ``length`` tokens with their hidden states and exact beliefs.
@@ -236,8 +240,7 @@ class HMM:
         beliefs[:, 0] = torch.from_numpy(self.initial)
         beliefs[:, 1 : walk_depth + 1] = torch.from_numpy(graph.beliefs)[nodes]
         for k in range(walk_depth, length):
-            unnorm = torch.bmm(beliefs[:, k, None, :], self._T[tokens[:, k]]).squeeze(1)
-            beliefs[:, k + 1] = unnorm / unnorm.sum(1, keepdim=True)
+            beliefs[:, k + 1] = self._bayes(beliefs[:, k], tokens[:, k])[0]
 
     def _walk_graph(self, length: int, batch: int):
         """The mixed-state graph used to look beliefs up while sampling, cached on the process. Its

@@ -76,7 +76,7 @@ def test_all_sequences_have_positive_probability_summing_to_one():
     assert tokens.shape == (81, 4)
     assert torch.exp(logp[:, -1]).sum() == pytest.approx(1.0)
     tokens, _, logp = rrxor().all_sequences(6)
-    assert len(tokens) < 2**6 and torch.isfinite(logp).all()
+    assert torch.isfinite(logp).all()
 
 
 def test_bad_shapes_raise():

@@ -45,7 +45,8 @@ def brute_force_belief(hmm: HMM, word) -> tuple[np.ndarray, float]:
         for k, x in enumerate(word):
             p *= hmm.T[x, path[k], path[k + 1]]
         joint[path[-1]] += p
-    return joint / joint.sum(), joint.sum()
+    with np.errstate(invalid="ignore"):  # an impossible word has no belief (NaN)
+        return joint / joint.sum(), joint.sum()
 
 
 def h2(p: float) -> float:
@@ -255,3 +256,16 @@ def test_readme_process_example_runs():
     exec(code, scope)
     assert scope["graph"].n_distinct(5) == 237_844
     assert scope["batch"].latents.shape == (1024, 10, 3)
+
+
+def test_all_sequences_equal_enumeration_with_brute_force_beliefs():
+    hmm = rrxor(0.3, 0.6)
+    tokens, beliefs, logp = hmm.all_sequences(5)
+    words = [w for w in itertools.product(range(2), repeat=5) if brute_force_belief(hmm, w)[1] > 0]
+    assert sorted(map(tuple, tokens.tolist())) == sorted(words)
+    for row in range(0, len(tokens), 3):
+        word = tokens[row].tolist()
+        for k in range(6):
+            expected, prob = brute_force_belief(hmm, word[:k])
+            np.testing.assert_allclose(beliefs[row, k].numpy(), expected, atol=1e-12)
+            assert logp[row, k].item() == pytest.approx(np.log(prob), abs=1e-10)
