@@ -58,11 +58,14 @@ def _violations(dirs: torch.Tensor, rows: torch.Tensor, target: float, chunk: in
     return torch.cat(found_i), torch.cat(found_j), torch.cat(found_c)
 
 
-def push_apart(dirs: torch.Tensor, max_overlap: float, max_rounds: int = 200) -> torch.Tensor:
+def push_apart(dirs: torch.Tensor, max_overlap: float, max_rounds: int = 200, patience: int = 10) -> torch.Tensor:
     """Move unit rows apart until every pair has ``|cos| <= max_overlap``.
 
-    Each round takes a gradient step on ``sum (|cos_ij| - target)_+²`` over violating pairs only,
-    aiming slightly below the target, and renormalises.
+    Each round takes a gradient step on ``sum (|cos_ij| - aim)_+²`` over violating pairs only, aiming
+    slightly below the target, and renormalises; only rows touched in the last round are re-checked.
+    In few dimensions, pushing one pair apart pushes another together and the count of violations
+    stalls; after ``patience`` rounds without progress, pairs just under the target are pushed too,
+    with full steps, a lower aim and every row re-checked each round.
     """
     n, d = dirs.shape
     bound = welch_bound(n, d)
@@ -71,19 +74,24 @@ def push_apart(dirs: torch.Tensor, max_overlap: float, max_rounds: int = 200) ->
             f"max_overlap={max_overlap} is below the Welch bound {bound:.4f} for {n} directions "
             f"in {d} dimensions; no arrangement can reach it"
         )
-    aim = max_overlap * 0.97
+    threshold, aim, rate = max_overlap, 0.97 * max_overlap, 0.5
     dirs = dirs.clone()
     rows = torch.arange(n)
+    fewest, stalled = n * n, 0
     for _ in range(max_rounds):
-        i, j, c = _violations(dirs, rows, max_overlap)
-        if i.numel() == 0:
+        i, j, c = _violations(dirs, rows, threshold)
+        if i.numel() == 0:  # pairs outside ``rows`` did not move since they were last checked
             return dirs
         # Average (not sum) the pushes a row receives, so crowded rows do not overshoot.
         crowd = torch.bincount(i, minlength=n).clamp(min=1)[i]
         step = (c.abs() - aim) * c.sign() / crowd
-        dirs.index_add_(0, i, -0.5 * step[:, None] * dirs[j])
+        dirs.index_add_(0, i, -rate * step[:, None] * dirs[j])
         dirs = dirs / dirs.norm(dim=1, keepdim=True)
-        rows = torch.unique(torch.cat([i, j]))
+        fewest, stalled = (i.numel(), 0) if i.numel() < fewest else (fewest, stalled + 1)
+        if stalled >= patience:  # stalled: widen the margin and re-check every row each round
+            threshold, aim, rate, rows = 0.99 * max_overlap, 0.95 * max_overlap, 1.0, torch.arange(n)
+        else:
+            rows = torch.unique(torch.cat([i, j]))
     worst = float(largest_overlap(dirs))
     if worst > max_overlap:
         raise ValueError(

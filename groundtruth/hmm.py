@@ -273,6 +273,21 @@ class HMM:
         while True:
             yield self.sample(batch, length, g)
 
+    def training_batches(self, batch: int, n_ctx: int, *, soft: bool = False, seed: int = 0):
+        """An endless stream of next-token training batches for a context of ``n_ctx`` tokens.
+
+        Hard targets: ``tokens [batch, n_ctx + 1]`` (inputs ``[:, :-1]``, targets ``[:, 1:]``). Soft
+        targets: ``(tokens [batch, n_ctx], probs [batch, n_ctx, n_tokens])``, the exact next-token
+        distribution after each token, which carries all the information a sampled target does.
+        Both forms are what :func:`toymodels.transformer.train_transformer` takes.
+        """
+        check_int("n_ctx", n_ctx)
+        for sample in self.stream(batch, n_ctx if soft else n_ctx + 1, seed):
+            if soft:
+                yield sample.tokens, self.next_token_probs(sample.latents).float()
+            else:
+                yield sample.tokens
+
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
             raise TypeError(f"tokens must be an integer tensor [batch, length], got {tokens!r:.80}")

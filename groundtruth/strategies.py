@@ -29,8 +29,10 @@ from groundtruth.correlation import LowRank, RandomCorrelation
 from groundtruth.directions import Directions, welch_bound
 from groundtruth.firing import Constant, Geometric, Linear, Zipf
 from groundtruth.hierarchy import Hierarchy
+from groundtruth.hmm import HMM
 from groundtruth.latents import ActivationBatch
 from groundtruth.magnitudes import ConstantMagnitude, FoldedNormal, Uniform
+from groundtruth.processes import PROCESSES, mixture, product, random_epsilon_machine, random_hmm
 from groundtruth.sparse_model import SparseFeatureConfig, SparseFeatureModel
 
 __all__ = [
@@ -39,7 +41,9 @@ __all__ = [
     "dictionaries",
     "firing_schedules",
     "hierarchies",
+    "hmms",
     "magnitudes",
+    "processes",
     "seeds",
     "sparse_feature_configs",
     "sparse_feature_models",
@@ -197,3 +201,39 @@ def dictionaries(
         assume(floor <= overlap <= 1.0 and overlap > 0)
     g = torch.Generator().manual_seed(draw(seed if seed is not None else seeds()))
     return Directions(max_overlap=overlap).build(n, dim, g), overlap
+
+
+@st.composite
+def hmms(
+    draw,
+    n_states: st.SearchStrategy[int] | None = None,
+    n_tokens: st.SearchStrategy[int] | None = None,
+    unifilar: st.SearchStrategy[bool] | None = None,
+    seed: st.SearchStrategy[int] | None = None,
+) -> HMM:
+    """Random valid ergodic HMMs: Dirichlet rows (generally non-unifilar, with some near-zero
+    entries) or random minimal ε-machines (unifilar, with forbidden words)."""
+    s = draw(n_states if n_states is not None else st.integers(1, 4))
+    v = draw(n_tokens if n_tokens is not None else st.integers(2, 3))
+    drawn_seed = draw(seed if seed is not None else seeds())
+    if draw(unifilar if unifilar is not None else st.booleans()):
+        return random_epsilon_machine(s, v, seed=drawn_seed)
+    return random_hmm(s, v, seed=drawn_seed, concentration=draw(st.sampled_from([0.3, 1.0, 3.0])))
+
+
+@st.composite
+def processes(draw, components: st.SearchStrategy[HMM] | None = None) -> HMM:
+    """Any kind of process the library builds: a named zoo member, a random HMM from ``components``
+    (default :func:`hmms` with at most 3 states), a non-ergodic mixture of two or a product of two."""
+    parts = components if components is not None else hmms(n_states=st.integers(1, 3))
+    kind = draw(st.sampled_from(["zoo", "random", "mixture", "product"]))
+    if kind == "zoo":
+        return PROCESSES[draw(st.sampled_from(sorted(PROCESSES)))]()
+    if kind == "random":
+        return draw(parts)
+    first, second = draw(parts), draw(parts)
+    if kind == "product":
+        return product(first, second)
+    assume(first.n_tokens == second.n_tokens)  # a mixture's components share a vocabulary
+    weight = draw(st.floats(0.1, 0.9))
+    return mixture([first, second], [weight, 1 - weight])

@@ -37,6 +37,7 @@ class TrainConfig:
     warmup_steps: int = 0
     decay_fraction: float = 0.2
     checkpoint_every: int = 0
+    snapshot_every: int = 0  # also keep the weights every this many steps (and at step 0), for emergence plots
     log_every: int = 100
 
     def __post_init__(self) -> None:
@@ -45,6 +46,7 @@ class TrainConfig:
         check_int("warmup_steps", self.warmup_steps, minimum=0)
         check_real("decay_fraction", self.decay_fraction, 0.0, 1.0)
         check_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        check_int("snapshot_every", self.snapshot_every, minimum=0)
         check_int("log_every", self.log_every)
 
     def lr_at(self, step: int) -> float:
@@ -151,6 +153,11 @@ def fit(
 
     for step in range(start_step):  # fast-forward a deterministic stream past consumed batches
         draw(step)
+    if train.snapshot_every:
+        if checkpoint_dir is None:
+            raise ValueError("train.snapshot_every needs a checkpoint_dir to keep the snapshots in")
+        if start_step == 0:
+            save_snapshot(Path(checkpoint_dir), module, 0)
     started, samples = time.perf_counter(), 0
     bar = tqdm(total=train.steps, initial=start_step, desc=desc, disable=not progress)
     for step in range(start_step, train.steps):
@@ -166,6 +173,8 @@ def fit(
             (train.checkpoint_every and (step + 1) % train.checkpoint_every == 0) or step + 1 == train.steps
         ):
             save_checkpoint(ckpt, module, optimizer, step + 1, history)
+        if train.snapshot_every and ((step + 1) % train.snapshot_every == 0 or step + 1 == train.steps):
+            save_snapshot(Path(checkpoint_dir), module, step + 1)
     bar.close()
     module.eval()
     return TrainResult(train.steps, time.perf_counter() - started, samples, history)
@@ -181,6 +190,21 @@ def save_checkpoint(path: Path, sae: torch.nn.Module, optimizer, step: int, hist
         (tmp / "trainer.json").write_text(json.dumps(meta))
 
 
+def save_snapshot(checkpoint_dir: Path, module: torch.nn.Module, step: int) -> None:
+    """Keep the weights at ``step`` in ``checkpoint_dir/snapshots/step-NNNNNNN/`` (atomically)."""
+    with atomic_dir(checkpoint_dir / "snapshots" / f"step-{step:07d}") as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp / "module.safetensors"
+        )
+
+
+def snapshots(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, weights file)`` for every snapshot :func:`fit` kept, in training order; load one with
+    ``module.load_state_dict(safetensors.torch.load_file(path))``."""
+    found = sorted(Path(checkpoint_dir).glob("snapshots/step-*/module.safetensors"))
+    return [(int(p.parent.name.removeprefix("step-")), p) for p in found]
+
+
 def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, device) -> tuple[int, list[dict]]:
     meta = json.loads((path / "trainer.json").read_text())
     if meta["config"] != sae.cfg.to_dict():
@@ -190,4 +214,4 @@ def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, device) -> tupl
     return int(meta["step"]), list(meta["history"])
 
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "fit", "train_sae"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "fit", "snapshots", "train_sae"]

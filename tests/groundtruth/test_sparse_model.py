@@ -778,6 +778,16 @@ def test_directions_respect_max_overlap(seed, d, ratio, frac):
     assert float(largest_overlap(dirs, chunk=3)) == pytest.approx(float(gram.max()), abs=1e-6)
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=seeds, case=st.sampled_from([(4, 2, 0.8), (5, 2, 0.9375), (6, 2, 0.95), (8, 3, 0.9)]))
+def test_directions_reach_feasible_overlaps_in_few_dimensions(seed, case):
+    """Lines in the plane: the optimum for n lines is cos(pi / n), so each target is feasible, yet
+    pushing one pair apart pushes another together; the optimiser must not stall in that cycle."""
+    n, d, target = case
+    assert d > 2 or target > math.cos(math.pi / n)  # feasible
+    assert float(largest_overlap(Directions(max_overlap=target).build(n, d, gen(seed)))) <= target
+
+
 def test_directions_in_a_model_respect_max_overlap():
     cfg = SparseFeatureConfig(d=16, n_features=48, directions=Directions(max_overlap=0.45), seed=2)
     dirs = SparseFeatureModel(cfg).directions

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,3 +69,18 @@ def test_sae_configs_build_working_saes(cfg):
 @given(cfg=sae_configs(architecture=st.just("matryoshka_batchtopk"), d_sae=st.integers(4, 12)))
 def test_sae_configs_honour_the_architecture_strategy(cfg):
     assert cfg.architecture == "matryoshka_batchtopk" and cfg.matryoshka_prefixes[-1] == cfg.d_sae
+
+
+@settings(max_examples=20, deadline=None)
+@given(hmm=gts.processes())
+def test_processes_are_valid_and_sample(hmm):
+    np.testing.assert_allclose(hmm.T.sum(axis=(0, 2)), 1.0, atol=1e-9)
+    assert (hmm.T >= 0).all() and hmm.initial.sum() == pytest.approx(1.0)
+    batch = hmm.sample(3, 4, torch.Generator().manual_seed(0))
+    assert batch.latents.shape == (3, 4, hmm.n_states)
+
+
+@settings(max_examples=15, deadline=None)
+@given(hmm=gts.hmms(n_states=st.just(3), n_tokens=st.just(2), unifilar=st.just(True)))
+def test_hmms_follow_the_given_strategies(hmm):
+    assert (hmm.n_states, hmm.n_tokens) == (3, 2) and hmm.is_unifilar()
