@@ -9,11 +9,12 @@ coordinate, averaged; both unweighted and weighted (by prefix probability, where
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from groundtruth._checks import check_real
+from groundtruth._checks import check_int, check_real
+from groundtruth.hmm import HMM
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class Fit:
     shuffled_mse: float | None = None  # mean over permutations of the targets
     shuffled_r2: float | None = None
     coef: torch.Tensor | None = field(default=None, repr=False)  # [d + 1, K], intercept last
+    mse_by_position: tuple[float, ...] | None = None  # held-out MSE at each context position
+    r2_by_position: tuple[float, ...] | None = None
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The fitted map applied to activations ``[..., d]``, in float64."""
+        return _design(x.reshape(-1, x.shape[-1]).double()).matmul(self.coef).reshape(*x.shape[:-1], -1)
 
 
 def _design(x: torch.Tensor) -> torch.Tensor:
@@ -43,8 +50,8 @@ def _scores(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> tupl
     err = ((pred - y) ** 2 * w).sum(-2)  # [..., K] weighted mean squared error per coordinate
     mean = (y * w).sum(-2, keepdim=True)
     var = ((y - mean) ** 2 * w).sum(-2)
-    r2 = 1 - err / var.clamp(min=1e-300)
-    return float(err.mean()), float(r2.mean())
+    r2 = torch.where(var > 1e-15, 1 - err / var.clamp(min=1e-300), torch.nan)  # undefined for constants
+    return float(err.mean()), float(r2.nanmean())
 
 
 def regress(
@@ -114,8 +121,92 @@ def belief_regression(
         raise ValueError(f"acts {tuple(acts.shape)} and beliefs {tuple(beliefs.shape)} disagree on [b, t]")
     g = torch.Generator().manual_seed(seed)
     b, t = beliefs.shape[:2]
-    test = sequence_split(b, test_fraction, g)[:, None].expand(b, t).reshape(-1)
+    held_out = sequence_split(b, test_fraction, g)
+    test = held_out[:, None].expand(b, t).reshape(-1)
     flat_w = None if weights is None else weights.reshape(-1)
-    return regress(
+    fit = regress(
         acts.reshape(b * t, -1), beliefs.reshape(b * t, -1), test, weights=flat_w, shuffles=shuffles, generator=g
     )
+    pred = fit.predict(acts[held_out]).transpose(0, 1)  # [t, n_test, K]
+    mse, r2 = zip(*(_scores(pred[k], beliefs[held_out][:, k].double(), None) for k in range(t)), strict=True)
+    return replace(fit, mse_by_position=mse, r2_by_position=r2)
+
+
+@dataclass(frozen=True)
+class BeliefData:
+    """Sequences to score a model on, with the belief after each token.
+
+    ``exhaustive``: every possible sequence of ``n_ctx`` tokens, each (sequence, position) weighted by
+    the sequence's probability, which weights every prefix by its own probability, so weighted
+    averages are exact expectations. Otherwise a sample from the process, equally weighted (the
+    sampling already follows the probabilities).
+    """
+
+    tokens: torch.Tensor  # [N, n_ctx] int64
+    beliefs: torch.Tensor  # [N, n_ctx, S] float64, belief after each token
+    weights: torch.Tensor  # [N, n_ctx] float64, summing to 1 over sequences at each position
+    exhaustive: bool
+
+
+def belief_data(hmm: HMM, n_ctx: int, *, max_sequences: int = 100_000, seed: int = 0) -> BeliefData:
+    """All sequences of ``n_ctx`` tokens if there are at most ``max_sequences``, else a sample of that many."""
+    check_int("n_ctx", n_ctx)
+    check_int("max_sequences", max_sequences)
+    if hmm.n_tokens**n_ctx <= max_sequences:
+        tokens, beliefs, logp = hmm.all_sequences(n_ctx)
+        weights = torch.exp(logp[:, -1:]).expand(-1, n_ctx)
+        return BeliefData(tokens, beliefs[:, 1:], weights / weights[:, :1].sum(), True)
+    sample = hmm.sample(max_sequences, n_ctx, torch.Generator().manual_seed(seed))
+    weights = torch.full((max_sequences, n_ctx), 1 / max_sequences, dtype=torch.float64)
+    return BeliefData(sample.tokens, sample.latents, weights, False)
+
+
+def activations(model, tokens: torch.Tensor, names: list[str], batch_size: int = 16_384) -> dict[str, torch.Tensor]:
+    """``{hook name: [N, n_ctx, d]}`` from ``model.run_with_cache``, in batches, without gradients."""
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    with torch.no_grad():
+        for start in range(0, len(tokens), batch_size):
+            _, cache = model.run_with_cache(tokens[start : start + batch_size], names=names)
+            for name in names:
+                parts[name].append(cache[name].float().cpu())
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def sae_codes(sae, acts: torch.Tensor, batch_size: int = 65_536) -> torch.Tensor:
+    """``sae.encode`` over activations ``[..., d]`` in batches, without gradients: any object with
+    ``encode`` (ours or SAELens's), so its codes can be regressed on beliefs like any hook."""
+    flat = acts.reshape(-1, acts.shape[-1])
+    with torch.no_grad():
+        codes = torch.cat([sae.encode(flat[i : i + batch_size]).float() for i in range(0, len(flat), batch_size)])
+    return codes.reshape(*acts.shape[:-1], -1)
+
+
+def expected_loss(logits: torch.Tensor, hmm: HMM, data: BeliefData) -> float:
+    """Mean cross-entropy (nats) of ``logits [N, n_ctx, V]`` against the exact next-token
+    distributions, averaged over positions with ``data.weights``: the loss to compare with
+    :func:`groundtruth.mixed_state.optimal_loss`."""
+    target = hmm.next_token_probs(data.beliefs)
+    ce = -(target * logits.double().log_softmax(-1)).sum(-1)
+    return float((ce * data.weights).sum() / data.weights.sum())
+
+
+def distance_agreement(
+    beliefs: torch.Tensor, predicted: torch.Tensor, next_token: torch.Tensor, *, points: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """How well distances between predicted beliefs follow distances between true beliefs, and
+    between next-token distributions: the squared correlation of pairwise Euclidean distances over
+    ``points`` random points (Shai et al. 2024's analysis for RRXOR, whose many beliefs share few
+    next-token distributions). A representation of beliefs, rather than of next-token predictions,
+    scores higher on the first than on the second."""
+    beliefs, predicted, next_token = (v.reshape(-1, v.shape[-1]).double() for v in (beliefs, predicted, next_token))
+    pick = torch.randperm(len(beliefs), generator=torch.Generator().manual_seed(seed))[:points]
+    upper = torch.triu_indices(len(pick), len(pick), 1)
+
+    def distances(v: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(v[pick], v[pick])[upper[0], upper[1]]
+
+    d_pred = distances(predicted)
+    return {
+        "beliefs_r2": float(torch.corrcoef(torch.stack([distances(beliefs), d_pred]))[0, 1] ** 2),
+        "next_token_r2": float(torch.corrcoef(torch.stack([distances(next_token), d_pred]))[0, 1] ** 2),
+    }

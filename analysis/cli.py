@@ -37,6 +37,34 @@ def _check_sae(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
+def _beliefs(args: argparse.Namespace) -> int:
+    from analysis.belief_experiment import BeliefConfig, belief_report, run_beliefs
+
+    cfg = BeliefConfig(
+        process=args.process,
+        model=args.model,
+        n_ctx=args.n_ctx,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        soft=args.soft,
+        sae_width=args.sae_width,
+        seed=args.seed,
+    )
+    out = Path(args.out or f"groundtruth-beliefs/{cfg.process}-{cfg.model}{'-soft' if cfg.soft else ''}")
+    started = time.perf_counter()
+    print(f"groundtruth beliefs: {cfg.process} on the {cfg.model} transformer -> {out}/")
+    results = run_beliefs(cfg, out, progress=not args.no_progress)
+    print()
+    print(belief_report(results))
+    print()
+    print(f"results:  {out / 'results.json'}")
+    print(f"figures:  {', '.join(sorted(p.name for p in out.glob('*.png')))} (and PDF) in {out}/")
+    print(f"model:    {out / 'model'}/ (load_transformer; a rerun with the same options reuses it)")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundtruth",
@@ -72,6 +100,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--only", nargs="+", metavar="PROPERTY", help="run only these properties")
     check.set_defaults(run=_check_sae)
+    from analysis.belief_experiment import MODELS, BeliefConfig
+    from groundtruth.processes import PROCESSES
+
+    defaults = BeliefConfig()
+    beliefs = sub.add_parser(
+        "beliefs",
+        help="train a transformer on a hidden-Markov process and regress its residual stream to exact beliefs",
+        description="Train a small transformer on a process from the zoo (or load the one trained before with the "
+        "same options), regress the exact belief after every token from each layer, all layers concatenated and "
+        "optionally an SAE's codes, against shuffled-target and random-init baselines, and write results, "
+        "figures and the model (Shai et al. 2024).",
+    )
+    beliefs.add_argument(
+        "--process", choices=sorted(PROCESSES), default=defaults.process, help="(default: %(default)s)"
+    )
+    beliefs.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default=defaults.model,
+        help="size by name; paper = 4 layers, d_model 64, 1 head, d_mlp 256 (default: %(default)s)",
+    )
+    beliefs.add_argument("--n-ctx", type=int, default=defaults.n_ctx, help="context length (default: %(default)s)")
+    beliefs.add_argument("--steps", type=int, default=defaults.steps, help="training steps (default: %(default)s)")
+    beliefs.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
+    beliefs.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+    beliefs.add_argument("--soft", action="store_true", help="train on exact next-token distributions")
+    beliefs.add_argument("--sae-width", type=int, default=0, help="also score a TopK SAE of this width (0: none)")
+    beliefs.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    beliefs.add_argument("--out", help="output folder (default: groundtruth-beliefs/PROCESS-MODEL)")
+    beliefs.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    beliefs.set_defaults(run=_beliefs)
     return parser
 
 

@@ -18,7 +18,8 @@ from analysis.metrics import cosine_matrix  # noqa: E402
 from analysis.recovery import RecoveryRow  # noqa: E402
 
 
-def _save(fig, stem: Path) -> list[Path]:
+def save_figure(fig, stem: Path) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` and close the figure."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for p in paths:
@@ -56,7 +57,7 @@ def cosine_heatmaps(panels: dict[str, torch.Tensor], stem: Path, title: str) -> 
         ax.axis("off")
     fig.colorbar(image, ax=axes, shrink=0.6, label="cosine(decoder row, true direction)")
     fig.suptitle(title)
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def recovery_vs_l0(rows: list[RecoveryRow], stem: Path) -> list[Path]:
@@ -82,4 +83,4 @@ def recovery_vs_l0(rows: list[RecoveryRow], stem: Path) -> list[Path]:
             else:
                 ax.set_xlabel("L0 (mean active latents)")
     axes[0, -1].legend(fontsize="small", loc="lower right")
-    return _save(fig, stem)
+    return save_figure(fig, stem)

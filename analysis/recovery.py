@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from analysis.metrics import score_sae
+from toymodels.atomic import write_text_atomic
 from toymodels.sae import SAEConfig, make_sae, save_sae
 from toymodels.train import TrainConfig, train_sae
 
@@ -106,9 +107,7 @@ def run_variant(
 
 def save_rows(rows: list[RecoveryRow], path: Path) -> None:
     """Write rows as JSON (atomically: a temporary file renamed into place)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps([asdict(r) for r in rows], indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps([asdict(r) for r in rows], indent=1))
 
 
 def load_rows(path: Path) -> list[RecoveryRow]:

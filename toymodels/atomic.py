@@ -1,4 +1,4 @@
-"""Atomic folder writes: a crash leaves the previous folder or the new one, never half of one."""
+"""Atomic writes: a crash leaves the previous folder (or file) or the new one, never half of one."""
 
 from __future__ import annotations
 
@@ -40,3 +40,11 @@ def recover_dir(path: Path) -> None:
     old = path.with_name(f".{path.name}.old")
     if not path.exists() and old.exists():
         os.replace(old, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

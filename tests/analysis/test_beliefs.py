@@ -1,13 +1,25 @@
 """Belief regression: a planted linear map is recovered exactly, weights act like repeated rows,
 shuffled targets explain nothing, the split is by sequence."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.beliefs import belief_regression, regress, sequence_split
+from analysis.beliefs import (
+    _design,
+    belief_data,
+    belief_regression,
+    distance_agreement,
+    expected_loss,
+    regress,
+    sae_codes,
+    sequence_split,
+)
+from groundtruth.mixed_state import optimal_loss
 from groundtruth.processes import mess3, rrxor
+from toymodels.sae import SAEConfig, make_sae
 
 
 @given(st.integers(0, 2**31 - 1), st.integers(2, 12), st.integers(1, 4))
@@ -86,3 +98,68 @@ def test_bad_shapes_raise():
         regress(torch.zeros(10, 2), torch.zeros(10, 1), torch.zeros(10, dtype=torch.bool))
     with pytest.raises(ValueError, match="disagree"):
         belief_regression(torch.zeros(4, 3, 2), torch.zeros(4, 2, 3))
+
+
+def test_belief_data_is_exhaustive_when_small_and_sampled_otherwise():
+    hmm = rrxor()
+    data = belief_data(hmm, 6)
+    tokens, beliefs, logp = hmm.all_sequences(6)
+    assert data.exhaustive and torch.equal(data.tokens, tokens)
+    torch.testing.assert_close(data.beliefs, beliefs[:, 1:])
+    torch.testing.assert_close(data.weights.sum(0), torch.ones(6, dtype=torch.float64))
+    sampled = belief_data(hmm, 6, max_sequences=50, seed=3)
+    assert not sampled.exhaustive and sampled.tokens.shape == (50, 6)
+    torch.testing.assert_close(sampled.beliefs, hmm.filter(sampled.tokens)[0][:, 1:])
+
+
+def test_expected_loss_of_the_exact_predictor_is_the_optimal_loss():
+    """Logits equal to the log of the exact next-token distribution reach the closed-form optimum
+    (computed independently from the mixed-state presentation's myopic entropies)."""
+    for hmm in (mess3(0.05, 0.85), rrxor()):
+        data = belief_data(hmm, 5)
+        logits = torch.log(hmm.next_token_probs(data.beliefs).clamp(min=1e-300))
+        assert expected_loss(logits, hmm, data) == pytest.approx(float(optimal_loss(hmm, 5).mean()), abs=1e-9)
+        assert expected_loss(torch.zeros_like(logits), hmm, data) == pytest.approx(np.log(hmm.n_tokens))
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_positions_partition_the_held_out_error(seed):
+    g = torch.Generator().manual_seed(seed)
+    beliefs = torch.softmax(torch.randn(40, 5, 3, generator=g, dtype=torch.float64), -1)
+    acts = torch.cat([beliefs, torch.randn(40, 5, 4, generator=g, dtype=torch.float64)], -1) + 0.1 * torch.randn(
+        40, 5, 7, generator=g, dtype=torch.float64
+    )
+    fit = belief_regression(acts, beliefs, seed=seed)
+    assert len(fit.mse_by_position) == 5
+    assert sum(fit.mse_by_position) / 5 == pytest.approx(fit.mse)  # every held-out sequence has all 5 positions
+    torch.testing.assert_close(
+        fit.predict(acts[:2]), _design(acts[:2].reshape(10, 7)).matmul(fit.coef).reshape(2, 5, 3)
+    )
+
+
+def test_r2_skips_coordinates_that_never_vary():
+    g = torch.Generator().manual_seed(0)
+    y = torch.cat([torch.rand(300, 2, generator=g, dtype=torch.float64), torch.zeros(300, 1, dtype=torch.float64)], 1)
+    fit = regress(y[:, :2] + 0.01 * torch.randn(300, 2, generator=g, dtype=torch.float64), y, torch.arange(300) < 60)
+    assert 0.99 < fit.r2 <= 1.0  # the constant coordinate has no R² and does not drag the mean to -inf
+
+
+def test_distance_agreement_separates_beliefs_from_next_token_predictions():
+    hmm = rrxor()
+    data = belief_data(hmm, 8)
+    next_token = hmm.next_token_probs(data.beliefs)
+    exact = distance_agreement(data.beliefs, data.beliefs, next_token, points=500)
+    assert exact["beliefs_r2"] == pytest.approx(1.0)
+    assert exact["next_token_r2"] < 0.5  # RRXOR: many beliefs share one next-token distribution
+    myopic = distance_agreement(
+        data.beliefs, next_token @ torch.randn(2, 5, dtype=torch.float64), next_token, points=500
+    )
+    assert myopic["next_token_r2"] > myopic["beliefs_r2"]
+
+
+def test_sae_codes_equal_encode_on_flattened_activations():
+    sae = make_sae(SAEConfig("topk", 6, 12, k=2, seed=0))
+    acts = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(1))
+    codes = sae_codes(sae, acts, batch_size=7)
+    assert codes.shape == (4, 5, 12)
+    torch.testing.assert_close(codes.reshape(20, 12), sae.encode(acts.reshape(20, 6)).detach())

@@ -269,3 +269,14 @@ def test_all_sequences_equal_enumeration_with_brute_force_beliefs():
             expected, prob = brute_force_belief(hmm, word[:k])
             np.testing.assert_allclose(beliefs[row, k].numpy(), expected, atol=1e-12)
             assert logp[row, k].item() == pytest.approx(np.log(prob), abs=1e-10)
+
+
+def test_training_batches_give_hard_tokens_or_exact_next_token_distributions():
+    hmm = mess3(0.05, 0.85)
+    hard = next(hmm.training_batches(8, 5, seed=1))
+    assert hard.shape == (8, 6) and hard.dtype == torch.int64
+    tokens, probs = next(hmm.training_batches(8, 5, soft=True, seed=1))
+    assert tokens.shape == (8, 5) and probs.shape == (8, 5, 3)
+    beliefs, _ = hmm.filter(tokens)
+    torch.testing.assert_close(probs, hmm.next_token_probs(beliefs[:, 1:]).float())
+    assert torch.equal(next(hmm.training_batches(8, 5, seed=1)), hard)  # the seed picks the stream

@@ -7,8 +7,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from safetensors.torch import load_file
 
-from toymodels.train import TrainConfig
+from toymodels.train import TrainConfig, snapshots
 from toymodels.transformer import (
     HookedTransformer,
     TransformerConfig,
@@ -178,3 +179,26 @@ def test_bad_tokens_raise():
         model(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="unknown hook"):
         model.run_with_cache(torch.zeros(1, 3, dtype=torch.long), names=["blocks.9.hook_resid_post"])
+
+
+def test_snapshots_keep_the_weights_at_each_interval_and_survive_resume(tmp_path):
+    train = TrainConfig(steps=30, lr=1e-2, checkpoint_every=10, snapshot_every=10, log_every=10)
+    model = HookedTransformer(SMALL)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="ran out"):
+        train_transformer(
+            model,
+            (b for _, b in zip(range(15), copy_stream(0), strict=False)),
+            train,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    resumed = HookedTransformer(SMALL)
+    train_transformer(resumed, copy_stream(0), train, checkpoint_dir=tmp_path, progress=False)
+    kept = snapshots(tmp_path)
+    assert [step for step, _ in kept] == [0, 10, 20, 30]
+    first, last = load_file(kept[0][1]), load_file(kept[-1][1])
+    assert all(torch.equal(first[k], initial[k]) for k in initial)
+    assert all(torch.equal(last[k], v) for k, v in resumed.state_dict().items())
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        train_transformer(HookedTransformer(SMALL), copy_stream(0), train, progress=False)

@@ -1,0 +1,306 @@
+"""`groundtruth beliefs`: train a small transformer on a process and find its beliefs in the residual stream.
+
+Reproduces Shai et al. (2024), "Transformers represent belief state geometry in their residual
+stream": train on a process from the zoo, regress the exact belief after every token from each hook
+(and from all layers concatenated, and from an SAE's codes), and compare with a shuffled-target
+baseline and with the same architecture at random initialisation. Weight snapshots taken during
+training show the geometry emerging. Everything lands in one folder: the model, ``results.json``
+and the figures; a second run with the same config loads the trained model instead of training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from analysis.beliefs import (
+    BeliefData,
+    Fit,
+    activations,
+    belief_data,
+    belief_regression,
+    distance_agreement,
+    expected_loss,
+    sae_codes,
+)
+from groundtruth._checks import check_int, check_real
+from groundtruth.mixed_state import optimal_loss
+from groundtruth.processes import PROCESSES, process
+from toymodels.atomic import write_text_atomic
+from toymodels.sae import SAEConfig, make_sae
+from toymodels.train import TrainConfig, snapshots, train_sae
+from toymodels.transformer import (
+    HookedTransformer,
+    TransformerConfig,
+    load_transformer,
+    save_transformer,
+    train_transformer,
+)
+
+logger = logging.getLogger(__name__)
+
+# Model sizes by name. "paper" is Shai et al.'s Mess3 model (App. A): 4 layers, d_model 64, 1 head, d_mlp 256.
+MODELS: dict[str, dict[str, int]] = {
+    "paper": {"n_layers": 4, "d_model": 64, "n_heads": 1, "d_mlp": 256},
+    "small": {"n_layers": 2, "d_model": 32, "n_heads": 1, "d_mlp": 128},
+    "tiny": {"n_layers": 1, "d_model": 16, "n_heads": 1, "d_mlp": 32},
+}
+
+
+@dataclass(frozen=True)
+class BeliefConfig:
+    """One belief-geometry experiment; the JSON of this config identifies its output folder."""
+
+    process: str = "mess3"
+    model: str = "paper"
+    n_ctx: int = 10
+    steps: int = 2000
+    batch_size: int = 512
+    lr: float = 1e-3
+    soft: bool = False  # train on the exact next-token distributions instead of sampled tokens
+    snapshots: int = 8  # weight snapshots kept during training, for the emergence figure
+    shuffles: int = 100  # shuffled-target permutations for the baseline
+    sae_width: int = 0  # > 0: also train a TopK SAE of this width on the final layer and regress its codes
+    sae_k: int = 4
+    max_sequences: int = 100_000  # score on every sequence if there are at most this many, else a sample
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.process not in PROCESSES:
+            raise ValueError(f"process must be one of {sorted(PROCESSES)}, got {self.process!r}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        for name in ("n_ctx", "steps", "batch_size", "max_sequences"):
+            check_int(name, getattr(self, name))
+        for name in ("snapshots", "shuffles", "sae_width", "seed"):
+            check_int(name, getattr(self, name), minimum=0)
+        check_int("sae_k", self.sae_k)
+        check_real("lr", self.lr, 0.0, low_open=True)
+
+    def transformer(self, d_vocab: int) -> TransformerConfig:
+        return TransformerConfig(**MODELS[self.model], n_ctx=self.n_ctx, d_vocab=d_vocab, seed=self.seed)
+
+    def train(self) -> TrainConfig:
+        every = max(1, self.steps // self.snapshots) if self.snapshots else 0
+        return TrainConfig(
+            steps=self.steps,
+            lr=self.lr,
+            warmup_steps=min(100, self.steps // 10),
+            checkpoint_every=max(1, self.steps // 10),
+            snapshot_every=every,
+        )
+
+
+def hook_names(cfg: TransformerConfig) -> list[str]:
+    """The hooks scored: the embedding (resid_pre of block 0), every block's resid_post, ln_final."""
+    return (
+        ["blocks.0.hook_resid_pre"]
+        + [f"blocks.{layer}.hook_resid_post" for layer in range(cfg.n_layers)]
+        + ["ln_final.hook_normalized"]
+    )
+
+
+def _row(fit: Fit) -> dict:
+    row = {k: getattr(fit, k) for k in ("mse", "r2", "mse_weighted", "r2_weighted", "shuffled_mse", "shuffled_r2")}
+    return {**row, "mse_by_position": list(fit.mse_by_position), "r2_by_position": list(fit.r2_by_position)}
+
+
+def score_model(
+    model: HookedTransformer, hmm, data: BeliefData, *, shuffles: int = 0, seed: int = 0, sae=None
+) -> tuple[dict, dict[str, Fit], dict[str, torch.Tensor]]:
+    """Expected loss, and one regression to beliefs per hook, for all layers concatenated
+    (``concat``) and, with ``sae``, from its codes on the final layer (``sae codes``). Returns the
+    results, the fits and the regressed features. The shuffled baseline runs on ``final`` and ``concat``."""
+    names = hook_names(model.cfg)
+    with torch.no_grad():
+        logits = torch.cat([model(data.tokens[i : i + 16_384]) for i in range(0, len(data.tokens), 16_384)])
+    feats = activations(model, data.tokens, names)
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    feats["concat"] = torch.cat([feats[n] for n in names[:-1]], -1)
+    if sae is not None:
+        feats["sae codes"] = sae_codes(sae, feats[final])
+    fits = {
+        name: belief_regression(
+            x,
+            data.beliefs,
+            weights=data.weights,
+            shuffles=shuffles if name in (final, "concat") else 0,
+            seed=seed,
+        )
+        for name, x in feats.items()
+    }
+    results = {"expected_loss": expected_loss(logits, hmm, data), "final_hook": final}
+    results["hooks"] = {name: _row(fit) for name, fit in fits.items()}
+    return results, fits, feats
+
+
+def _train_sae(model: HookedTransformer, hmm, cfg: BeliefConfig, out: Path, progress: bool):
+    """A TopK SAE on the final layer's activations over fresh sequences from the process."""
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    tokens = hmm.sample(20_000, cfg.n_ctx, torch.Generator().manual_seed(cfg.seed + 2)).tokens
+    acts = activations(model, tokens, [final])[final].reshape(-1, model.cfg.d_model)
+    g = torch.Generator().manual_seed(cfg.seed + 3)
+
+    def batches():
+        while True:
+            yield acts[torch.randint(len(acts), (1024,), generator=g)]
+
+    sae = make_sae(SAEConfig("topk", model.cfg.d_model, cfg.sae_width, k=cfg.sae_k, seed=cfg.seed))
+    train_sae(
+        sae, batches(), TrainConfig(steps=1000, lr=1e-3), checkpoint_dir=out / "sae-checkpoints", progress=progress
+    )
+    return sae
+
+
+def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True) -> dict:
+    """Train (or load) the model, score it and its random-init twin, write results and figures."""
+    out = Path(out_dir)
+    saved = out / "config.json"
+    if saved.exists() and json.loads(saved.read_text()) != asdict(cfg):
+        raise ValueError(f"{str(out)!r} holds a run with a different config ({saved}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, json.dumps(asdict(cfg), indent=1))
+    hmm = process(cfg.process)
+    tcfg = cfg.transformer(hmm.n_tokens)
+    started = time.perf_counter()
+    if (out / "model").exists():
+        model, minutes = load_transformer(out / "model"), None
+        logger.info("loaded the trained model from %s", out / "model")
+    else:
+        model = HookedTransformer(tcfg)
+        batches = hmm.training_batches(cfg.batch_size, cfg.n_ctx, soft=cfg.soft, seed=cfg.seed + 1)
+        train_transformer(model, batches, cfg.train(), checkpoint_dir=out / "checkpoints", progress=progress)
+        minutes = (time.perf_counter() - started) / 60
+        save_transformer(model, out / "model")
+    data = belief_data(hmm, cfg.n_ctx, max_sequences=cfg.max_sequences, seed=cfg.seed + 4)
+    sae = _train_sae(model, hmm, cfg, out, progress) if cfg.sae_width else None
+    trained, fits, feats = score_model(model, hmm, data, shuffles=cfg.shuffles, seed=cfg.seed, sae=sae)
+    untrained, _, _ = score_model(HookedTransformer(tcfg), hmm, data, seed=cfg.seed)
+    final = trained["final_hook"]
+    next_token = hmm.next_token_probs(data.beliefs)
+    trained["distances"] = {
+        name: distance_agreement(data.beliefs, fits[name].predict(feats[name]), next_token, seed=cfg.seed)
+        for name in (final, "concat")
+    }
+    emergence, stages = _emergence(out, tcfg, hmm, data, cfg) if cfg.snapshots else ([], {})
+    results = {
+        "config": asdict(cfg),
+        "process": hmm.name,
+        "transformer": tcfg.to_dict(),
+        "exhaustive": data.exhaustive,
+        "n_sequences": len(data.tokens),
+        "train_minutes": minutes,
+        "optimal_loss": float(optimal_loss(hmm, cfg.n_ctx).mean()),
+        "trained": trained,
+        "untrained": untrained,
+        "emergence": emergence,
+    }
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1))
+    _figures(out, cfg, results, data, fits, feats, stages)
+    return results
+
+
+def _emergence(
+    out: Path, tcfg: TransformerConfig, hmm, data: BeliefData, cfg: BeliefConfig
+) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Loss and final-layer / concatenated R² at every kept snapshot (the untrained model is step 0),
+    and the final layer's read-out at four of them, for the emergence panels."""
+    rows, stages = [], {}
+    kept = snapshots(out / "checkpoints")
+    shown = {kept[round(i * (len(kept) - 1) / 3)][0] for i in range(4)} if kept else set()
+    model = HookedTransformer(tcfg)
+    for step, path in kept:
+        model.load_state_dict(load_file(path))
+        scores, fits, feats = score_model(model, hmm, data, seed=cfg.seed)
+        final = scores["final_hook"]
+        hooks = scores["hooks"]
+        tokens = step * cfg.batch_size * cfg.n_ctx
+        rows.append(
+            {
+                "step": step,
+                "tokens": tokens,
+                "expected_loss": scores["expected_loss"],
+                "final_r2": hooks[final]["r2"],
+                "final_mse": hooks[final]["mse"],
+                "concat_r2": hooks["concat"]["r2"],
+            }
+        )
+        if step in shown:
+            stages[f"{tokens:,} tokens (R² {hooks[final]['r2']:.3f})"] = fits[final].predict(feats[final])
+    return rows, stages
+
+
+def _figures(
+    out: Path, cfg: BeliefConfig, results: dict, data: BeliefData, fits: dict, feats: dict, stages: dict
+) -> None:
+    from analysis.belief_figures import emergence_curve, layer_scores, simplex_panels  # matplotlib: only here
+
+    trained, untrained = results["trained"], results["untrained"]
+    final = trained["final_hook"]
+    name = f"{cfg.process} ({cfg.model} model)"
+    panels = {
+        f"final layer (R² {trained['hooks'][final]['r2']:.3f})": fits[final].predict(feats[final]),
+        f"all layers (R² {trained['hooks']['concat']['r2']:.3f})": fits["concat"].predict(feats["concat"]),
+    }
+    simplex_panels(data.beliefs, panels, out / "simplex", f"{name}: beliefs and their linear read-out")
+    rows = {
+        "trained": {k: v["mse"] for k, v in trained["hooks"].items()},
+        "random init": {k: v["mse"] for k, v in untrained["hooks"].items()},
+        "shuffled targets": {k: trained["hooks"][k]["shuffled_mse"] or float("nan") for k in trained["hooks"]},
+    }
+    by_position = {h: trained["hooks"][h]["mse_by_position"] for h in (final, "concat")}
+    layer_scores(rows, by_position, out / "mse_per_layer", f"{name}: regression to beliefs")
+    if results["emergence"]:
+        em = results["emergence"]
+        tokens = [r["tokens"] for r in em]
+        series = {"final layer R²": [r["final_r2"] for r in em], "all layers R²": [r["concat_r2"] for r in em]}
+        emergence_curve(tokens, series, out / "emergence", f"{name}: belief geometry over training", "held-out R²")
+        simplex_panels(data.beliefs, stages, out / "emergence_simplex", f"{name}: final layer's read-out over training")
+
+
+def belief_report(results: dict) -> str:
+    """Plain-text tables of a :func:`run_beliefs` result: loss, MSE and R² per hook (trained, random
+    init, shuffled targets), per position, distance agreement and emergence."""
+    trained, untrained = results["trained"], results["untrained"]
+    final = trained["final_hook"]
+    optimum = results["optimal_loss"]
+    scored = "all" if results["exhaustive"] else "a sample of"
+    lines = [
+        f"{results['process']}: scored on {scored} {results['n_sequences']:,} sequences, 20% held out"
+        + ("" if results["train_minutes"] is None else f"; trained in {results['train_minutes']:.1f} min"),
+        f"expected loss {trained['expected_loss']:.4f} nats, optimum {optimum:.4f} "
+        f"({100 * (trained['expected_loss'] / optimum - 1):+.2f}%), random init {untrained['expected_loss']:.4f}",
+        "",
+        f"{'features':28s} {'MSE':>9} {'R²':>7} {'MSE (w)':>9} {'R² (w)':>7} {'R² init':>8} {'R² shuffled':>12}",
+    ]
+    for name, row in trained["hooks"].items():
+        shuffled = "" if row["shuffled_r2"] is None else f"{row['shuffled_r2']:.4f}"
+        init = untrained["hooks"].get(name, {}).get("r2")
+        lines.append(
+            f"{name + (' (final)' if name == final else ''):28s} {row['mse']:9.5f} {row['r2']:7.4f} "
+            f"{row['mse_weighted']:9.5f} {row['r2_weighted']:7.4f} {'' if init is None else f'{init:8.4f}':>8} "
+            f"{shuffled:>12}"
+        )
+    lines += [
+        "",
+        "held-out MSE by position (tokens seen): "
+        + "  ".join(f"{k + 1:>7d}" for k in range(len(trained["hooks"][final]["mse_by_position"]))),
+    ]
+    for name in (final, "concat"):
+        lines.append(f"  {name:36s} " + "  ".join(f"{v:7.5f}" for v in trained["hooks"][name]["mse_by_position"]))
+    lines += ["", "pairwise distances of the read-out, squared correlation with distances between:"]
+    for name, d in trained["distances"].items():
+        lines.append(
+            f"  {name:36s} true beliefs {d['beliefs_r2']:.3f}   next-token distributions {d['next_token_r2']:.3f}"
+        )
+    if results["emergence"]:
+        lines += ["", f"{'training tokens':>16} {'loss':>8} {'R² final':>9} {'R² all layers':>14}"]
+        for r in results["emergence"]:
+            lines.append(f"{r['tokens']:16,d} {r['expected_loss']:8.4f} {r['final_r2']:9.4f} {r['concat_r2']:14.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""`groundtruth beliefs` end to end on a tiny model: results, figures, the cached model, and the CLI."""
+
+import json
+
+import pytest
+
+from analysis.belief_experiment import BeliefConfig, run_beliefs
+from analysis.cli import main
+
+TINY = BeliefConfig(
+    process="mess3", model="tiny", n_ctx=4, steps=30, batch_size=64, snapshots=3, shuffles=5, sae_width=16, sae_k=2
+)
+
+
+def test_run_writes_results_figures_and_reuses_the_model(tmp_path):
+    results = run_beliefs(TINY, tmp_path, progress=False)
+    hooks = results["trained"]["hooks"]
+    final = results["trained"]["final_hook"]
+    assert set(hooks) == {"blocks.0.hook_resid_pre", final, "ln_final.hook_normalized", "concat", "sae codes"}
+    assert results["exhaustive"] and results["n_sequences"] == 3**4
+    assert results["optimal_loss"] < results["trained"]["expected_loss"] < results["untrained"]["expected_loss"]
+    for row in hooks.values():
+        assert row["mse"] >= 0 and row["r2"] <= 1 and len(row["mse_by_position"]) == 4
+    assert hooks[final]["shuffled_r2"] < 0.2 < hooks[final]["r2"]
+    assert [r["step"] for r in results["emergence"]] == [0, 10, 20, 30]
+    assert results["emergence"][0]["final_r2"] == pytest.approx(results["untrained"]["hooks"][final]["r2"])
+    assert results["emergence"][-1]["final_r2"] == pytest.approx(hooks[final]["r2"])
+    for stem in ("simplex", "mse_per_layer", "emergence", "emergence_simplex"):
+        assert (tmp_path / f"{stem}.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "results.json").read_text())["trained"]["hooks"][final]["r2"] == hooks[final]["r2"]
+
+    before = (tmp_path / "model").stat().st_mtime_ns
+    again = run_beliefs(TINY, tmp_path, progress=False)  # loads, does not train
+    assert again["train_minutes"] is None and again["trained"]["hooks"][final] == hooks[final]
+    assert (tmp_path / "model").stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match="different config"):
+        run_beliefs(BeliefConfig(process="rrxor", model="tiny"), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    "changes, field", [({"process": "nope"}, "process"), ({"model": "huge"}, "model"), ({"steps": 0}, "steps")]
+)
+def test_bad_config_raises_naming_the_field(changes, field):
+    with pytest.raises(ValueError, match=field):
+        BeliefConfig(**changes)
+
+
+def test_cli_prints_the_tables(tmp_path, capsys):
+    argv = ["beliefs", "--process", "rrxor", "--model", "tiny", "--n-ctx", "4", "--steps", "20"]
+    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for text in ("expected loss", "optimum", "concat", "R² shuffled", "by position", "true beliefs", "results.json"):
+        assert text in printed
+    assert main([*argv, "--steps", "0", "--out", str(tmp_path / "bad")]) == 2  # a message, not a traceback
+    assert "steps" in capsys.readouterr().err
