@@ -28,6 +28,7 @@ from analysis.beliefs import (
     distance_agreement,
     expected_loss,
     sae_codes,
+    subset,
 )
 from groundtruth._checks import check_int, check_real
 from groundtruth.mixed_state import optimal_loss
@@ -44,6 +45,8 @@ from toymodels.transformer import (
 )
 
 logger = logging.getLogger(__name__)
+
+EMERGENCE_SEQUENCES = 8192
 
 # Model sizes by name. "paper" is Shai et al.'s Mess3 model (App. A): 4 layers, d_model 64, 1 head, d_mlp 256.
 MODELS: dict[str, dict[str, int]] = {
@@ -112,19 +115,27 @@ def _row(fit: Fit) -> dict:
 
 
 def score_model(
-    model: HookedTransformer, hmm, data: BeliefData, *, shuffles: int = 0, seed: int = 0, sae=None
+    model: HookedTransformer,
+    hmm,
+    data: BeliefData,
+    *,
+    shuffles: int = 0,
+    seed: int = 0,
+    sae=None,
+    only_final: bool = False,
 ) -> tuple[dict, dict[str, Fit], dict[str, torch.Tensor]]:
     """Expected loss, and one regression to beliefs per hook, for all layers concatenated
-    (``concat``) and, with ``sae``, from its codes on the final layer (``sae codes``). Returns the
-    results, the fits and the regressed features. The shuffled baseline runs on ``final`` and ``concat``."""
+    (``concat``) and, with ``sae``, from its codes on the final layer (``sae codes``); ``only_final``
+    keeps the final layer and ``concat``. Returns the results, the fits and the regressed features.
+    The shuffled baseline runs on the final layer and ``concat``."""
     names = hook_names(model.cfg)
-    with torch.no_grad():
-        logits = torch.cat([model(data.tokens[i : i + 16_384]) for i in range(0, len(data.tokens), 16_384)])
-    feats = activations(model, data.tokens, names)
+    logits, feats = activations(model, data.tokens, names)
     final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     feats["concat"] = torch.cat([feats[n] for n in names[:-1]], -1)
     if sae is not None:
         feats["sae codes"] = sae_codes(sae, feats[final])
+    if only_final:
+        feats = {name: feats[name] for name in (final, "concat")}
     fits = {
         name: belief_regression(
             x,
@@ -144,7 +155,7 @@ def _train_sae(model: HookedTransformer, hmm, cfg: BeliefConfig, out: Path, prog
     """A TopK SAE on the final layer's activations over fresh sequences from the process."""
     final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     tokens = hmm.sample(20_000, cfg.n_ctx, torch.Generator().manual_seed(cfg.seed + 2)).tokens
-    acts = activations(model, tokens, [final])[final].reshape(-1, model.cfg.d_model)
+    acts = activations(model, tokens, [final])[1][final].reshape(-1, model.cfg.d_model)
     g = torch.Generator().manual_seed(cfg.seed + 3)
 
     def batches():
@@ -210,14 +221,16 @@ def _emergence(
     out: Path, tcfg: TransformerConfig, hmm, data: BeliefData, cfg: BeliefConfig
 ) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """Loss and final-layer / concatenated R² at every kept snapshot (the untrained model is step 0),
-    and the final layer's read-out at four of them, for the emergence panels."""
+    and the final layer's read-out at four of them, for the emergence panels. Scored on a subset of
+    :data:`EMERGENCE_SEQUENCES` sequences: a forward pass over all 3^10 Mess3 sequences costs ~10 s."""
     rows, stages = [], {}
+    data = subset(data, EMERGENCE_SEQUENCES, seed=cfg.seed)
     kept = snapshots(out / "checkpoints")
     shown = {kept[round(i * (len(kept) - 1) / 3)][0] for i in range(4)} if kept else set()
     model = HookedTransformer(tcfg)
     for step, path in kept:
         model.load_state_dict(load_file(path))
-        scores, fits, feats = score_model(model, hmm, data, seed=cfg.seed)
+        scores, fits, feats = score_model(model, hmm, data, seed=cfg.seed, only_final=True)
         final = scores["final_hook"]
         hooks = scores["hooks"]
         tokens = step * cfg.batch_size * cfg.n_ctx

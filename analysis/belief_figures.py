@@ -34,6 +34,10 @@ class SimplexView:
             _, _, v = torch.linalg.svd(b - self.mean, full_matrices=False)
             self.axes = v[: min(3, len(v))].T
         self.colours = self._colours(b)
+        xy = self.project(b)
+        low, high = xy.min(0).values, xy.max(0).values
+        pad = 0.12 * (high - low).max().clamp(min=1e-6)
+        self.limits = ((low - pad).tolist(), (high + pad).tolist())  # every panel shares the true beliefs' frame
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
         """``[n, S] -> [n, 2]`` plane coordinates."""
@@ -58,8 +62,12 @@ class SimplexView:
         if self.n_states == 3:
             corners = torch.cat([_CORNERS, _CORNERS[:1]])
             ax.plot(corners[:, 0], corners[:, 1], color="0.5", lw=0.6)
-        ax.scatter(xy[keep, 0], xy[keep, 1], c=self.colours[keep].numpy(), s=0.3, lw=0, rasterized=True)
+        distinct = len(torch.unique(xy[keep].round(decimals=4), dim=0))  # few distinct points: draw them big
+        size = min(12.0, max(0.3, 3000 / distinct))
+        ax.scatter(xy[keep, 0], xy[keep, 1], c=self.colours[keep].numpy(), s=size, lw=0, rasterized=True)
         ax.set_title(title, fontsize="small")
+        ax.set_xlim(self.limits[0][0], self.limits[1][0])
+        ax.set_ylim(self.limits[0][1], self.limits[1][1])
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -69,7 +77,7 @@ def simplex_panels(beliefs: torch.Tensor, panels: dict[str, torch.Tensor], stem:
     """The true beliefs, then each named prediction ``[..., S]``, side by side in one view."""
     view = SimplexView(beliefs)
     n = 1 + len(panels)
-    cols = min(n, 4)
+    cols = min(n, 5)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False, layout="constrained")
     view.draw(axes.flat[0], beliefs, "true beliefs" + ("" if view.n_states == 3 else " (PCA)"))
@@ -94,7 +102,12 @@ def layer_scores(
     hooks = list(rows[models[0]])
     width = 0.8 / len(models)
     for i, model in enumerate(models):
-        left.bar([h + i * width for h in range(len(hooks))], [rows[model].get(k, math.nan) for k in hooks], width, label=model)
+        left.bar(
+            [h + i * width for h in range(len(hooks))],
+            [rows[model].get(k, math.nan) for k in hooks],
+            width,
+            label=model,
+        )
     left.set_xticks([h + 0.4 - width / 2 for h in range(len(hooks))], hooks, rotation=35, ha="right")
     left.set_yscale("log")
     left.set_ylabel("held-out MSE to beliefs")

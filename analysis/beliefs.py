@@ -161,15 +161,29 @@ def belief_data(hmm: HMM, n_ctx: int, *, max_sequences: int = 100_000, seed: int
     return BeliefData(sample.tokens, sample.latents, weights, False)
 
 
-def activations(model, tokens: torch.Tensor, names: list[str], batch_size: int = 16_384) -> dict[str, torch.Tensor]:
-    """``{hook name: [N, n_ctx, d]}`` from ``model.run_with_cache``, in batches, without gradients."""
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+def activations(
+    model, tokens: torch.Tensor, names: list[str], batch_size: int = 16_384
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits ``[N, n_ctx, V]`` and ``{hook name: [N, n_ctx, d]}`` from one pass of
+    ``model.run_with_cache`` over ``tokens``, in batches, without gradients."""
+    logits, parts = [], {name: [] for name in names}
     with torch.no_grad():
         for start in range(0, len(tokens), batch_size):
-            _, cache = model.run_with_cache(tokens[start : start + batch_size], names=names)
+            out, cache = model.run_with_cache(tokens[start : start + batch_size], names=names)
+            logits.append(out.float().cpu())
             for name in names:
                 parts[name].append(cache[name].float().cpu())
-    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+    return torch.cat(logits), {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def subset(data: BeliefData, n: int, seed: int = 0) -> BeliefData:
+    """At most ``n`` of the sequences, drawn uniformly, their weights renormalised: weighted scores
+    stay unbiased estimates of the full set's. For cheap repeated scoring (training snapshots)."""
+    if len(data.tokens) <= n:
+        return data
+    pick = torch.randperm(len(data.tokens), generator=torch.Generator().manual_seed(seed))[:n]
+    weights = data.weights[pick]
+    return BeliefData(data.tokens[pick], data.beliefs[pick], weights / weights[:, :1].sum(), False)
 
 
 def sae_codes(sae, acts: torch.Tensor, batch_size: int = 65_536) -> torch.Tensor:

@@ -10,18 +10,22 @@ from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from analysis.belief_experiment import belief_report
     from analysis.demo import run_demo
     from analysis.recovery import scoreboard
 
     out = Path(args.out)
     started = time.perf_counter()
-    print(f"groundtruth demo: training the SAE family on two sources with known features -> {out}/")
-    rows = run_demo(out, seed=args.seed, quick=args.quick, progress=not args.no_progress)
+    print(f"groundtruth demo: the SAE family on two sources with known features, then Mess3 beliefs -> {out}/")
+    rows, beliefs = run_demo(out, seed=args.seed, quick=args.quick, progress=not args.no_progress)
     print()
     print(scoreboard(rows))
     print()
-    print(f"results:  {out / 'results.json'}")
+    print(belief_report(beliefs))
+    print()
+    print(f"results:  {out / 'results.json'}, {out / 'beliefs' / 'results.json'}")
     print(f"figures:  {', '.join(sorted(p.name for p in out.glob('*.png')))} (and PDF) in {out}/")
+    print(f"          {', '.join(sorted(p.name for p in (out / 'beliefs').glob('*.png')))} in {out / 'beliefs'}/")
     print(f"SAEs:     {out / 'saes'}/ (SAELens layout: SAE.load_from_disk works on each folder)")
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0

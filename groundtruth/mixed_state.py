@@ -178,9 +178,8 @@ def mixed_state_presentation(
         new_ids = len(keys) + np.arange(len(fresh_rows))
         target[inverse[fresh_rows]] = new_ids
         keys.extend(np.take(new_keys, fresh_rows, axis=0))
-        merged = np.concatenate([hashes, uniq[~found]])  # two sorted runs: a stable sort merges them
-        merge = np.argsort(merged, kind="stable")
-        hashes, ids = merged[merge], np.concatenate([ids, target[~found]])[merge]
+        at = np.searchsorted(hashes, uniq[~found])  # insert the sorted new hashes in place: O(N), no sort
+        hashes, ids = np.insert(hashes, at, uniq[~found]), np.insert(ids, at, target[~found])
         target = target[inverse]
         if not np.array_equal(np.take(keys.data, target, axis=0), new_keys):
             raise RuntimeError("hash collision while merging mixed states; use a different decimals")

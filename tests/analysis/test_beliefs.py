@@ -16,6 +16,7 @@ from analysis.beliefs import (
     regress,
     sae_codes,
     sequence_split,
+    subset,
 )
 from groundtruth.mixed_state import optimal_loss
 from groundtruth.processes import mess3, rrxor
@@ -163,3 +164,12 @@ def test_sae_codes_equal_encode_on_flattened_activations():
     codes = sae_codes(sae, acts, batch_size=7)
     assert codes.shape == (4, 5, 12)
     torch.testing.assert_close(codes.reshape(20, 12), sae.encode(acts.reshape(20, 6)).detach())
+
+
+def test_subset_keeps_weights_normalised_and_rows_intact():
+    data = belief_data(mess3(), 6)
+    small = subset(data, 100, seed=2)
+    assert small.tokens.shape == (100, 6) and not small.exhaustive
+    torch.testing.assert_close(small.weights.sum(0), torch.ones(6, dtype=torch.float64))
+    torch.testing.assert_close(small.beliefs, mess3().filter(small.tokens)[0][:, 1:])
+    assert subset(data, 10**6) is data

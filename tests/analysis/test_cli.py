@@ -49,3 +49,10 @@ def test_quick_demo_writes_scoreboard_results_saes_and_figures(tmp_path, capsys)
         assert (out / f"{stem}.png").stat().st_size > 10_000
         assert (out / f"{stem}.pdf").stat().st_size > 1_000
     assert len(list((out / "saes").iterdir())) == len(rows)
+    beliefs = json.loads((out / "beliefs" / "results.json").read_text())
+    assert beliefs["config"]["process"] == "mess3" and "expected loss" in printed and "true beliefs" in printed
+    for stem in ("simplex", "mse_per_layer", "emergence", "emergence_simplex"):
+        assert (out / "beliefs" / f"{stem}.png").exists()
+    # A rerun with another seed replaces the belief run instead of refusing the folder.
+    assert main(["demo", "--quick", "--no-progress", "--seed", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "beliefs" / "config.json").read_text())["seed"] == 1
