@@ -199,7 +199,7 @@ def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True
         name: distance_agreement(data.beliefs, fits[name].predict(feats[name]), next_token, seed=cfg.seed)
         for name in (final, "concat")
     }
-    emergence, stages = _emergence(out, tcfg, hmm, data, cfg) if cfg.snapshots else ([], {})
+    emergence, stages = _emergence(out, tcfg, hmm, data, cfg) if cfg.snapshots else ([], (None, {}))
     results = {
         "config": asdict(cfg),
         "process": hmm.name,
@@ -219,9 +219,10 @@ def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True
 
 def _emergence(
     out: Path, tcfg: TransformerConfig, hmm, data: BeliefData, cfg: BeliefConfig
-) -> tuple[list[dict], dict[str, torch.Tensor]]:
+) -> tuple[list[dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Loss and final-layer / concatenated R² at every kept snapshot (the untrained model is step 0),
-    and the final layer's read-out at four of them, for the emergence panels. Scored on a subset of
+    and the final layer's read-out at four of them with the true beliefs, for the emergence panels.
+    Scored on a subset of
     :data:`EMERGENCE_SEQUENCES` sequences: a forward pass over all 3^10 Mess3 sequences costs ~10 s."""
     rows, stages = [], {}
     data = subset(data, EMERGENCE_SEQUENCES, seed=cfg.seed)
@@ -246,11 +247,17 @@ def _emergence(
         )
         if step in shown:
             stages[f"{tokens:,} tokens (R² {hooks[final]['r2']:.3f})"] = fits[final].predict(feats[final])
-    return rows, stages
+    return rows, (data.beliefs, stages)
 
 
 def _figures(
-    out: Path, cfg: BeliefConfig, results: dict, data: BeliefData, fits: dict, feats: dict, stages: dict
+    out: Path,
+    cfg: BeliefConfig,
+    results: dict,
+    data: BeliefData,
+    fits: dict,
+    feats: dict,
+    stages: tuple[torch.Tensor | None, dict[str, torch.Tensor]],
 ) -> None:
     from analysis.belief_figures import emergence_curve, layer_scores, simplex_panels  # matplotlib: only here
 
@@ -274,7 +281,7 @@ def _figures(
         tokens = [r["tokens"] for r in em]
         series = {"final layer R²": [r["final_r2"] for r in em], "all layers R²": [r["concat_r2"] for r in em]}
         emergence_curve(tokens, series, out / "emergence", f"{name}: belief geometry over training", "held-out R²")
-        simplex_panels(data.beliefs, stages, out / "emergence_simplex", f"{name}: final layer's read-out over training")
+        simplex_panels(*stages, out / "emergence_simplex", f"{name}: final layer's read-out over training")
 
 
 def belief_report(results: dict) -> str:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from analysis import belief_experiment
 from analysis.belief_experiment import BeliefConfig, run_beliefs
 from analysis.cli import main
 
@@ -12,7 +13,8 @@ TINY = BeliefConfig(
 )
 
 
-def test_run_writes_results_figures_and_reuses_the_model(tmp_path):
+def test_run_writes_results_figures_and_reuses_the_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(belief_experiment, "EMERGENCE_SEQUENCES", 50)  # exercise the subset path
     results = run_beliefs(TINY, tmp_path, progress=False)
     hooks = results["trained"]["hooks"]
     final = results["trained"]["final_hook"]
@@ -23,8 +25,9 @@ def test_run_writes_results_figures_and_reuses_the_model(tmp_path):
         assert row["mse"] >= 0 and row["r2"] <= 1 and len(row["mse_by_position"]) == 4
     assert hooks[final]["shuffled_r2"] < 0.2 < hooks[final]["r2"]
     assert [r["step"] for r in results["emergence"]] == [0, 10, 20, 30]
-    assert results["emergence"][0]["final_r2"] == pytest.approx(results["untrained"]["hooks"][final]["r2"])
-    assert results["emergence"][-1]["final_r2"] == pytest.approx(hooks[final]["r2"])
+    # the snapshots at steps 0 and 30 are the random-init and trained models, scored on 50 of the 81 sequences
+    assert results["emergence"][0]["final_r2"] == pytest.approx(results["untrained"]["hooks"][final]["r2"], abs=0.05)
+    assert results["emergence"][-1]["final_r2"] == pytest.approx(hooks[final]["r2"], abs=0.05)
     for stem in ("simplex", "mse_per_layer", "emergence", "emergence_simplex"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "results.json").read_text())["trained"]["hooks"][final]["r2"] == hooks[final]["r2"]
