@@ -36,7 +36,7 @@ class SimplexView:
         self.colours = self._colours(b)
         xy = self.project(b)
         low, high = xy.min(0).values, xy.max(0).values
-        pad = 0.12 * (high - low).max().clamp(min=1e-6)
+        pad = 0.25 * (high - low).max().clamp(min=1e-6)
         self.limits = ((low - pad).tolist(), (high + pad).tolist())  # every panel shares the true beliefs' frame
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
