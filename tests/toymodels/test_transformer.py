@@ -134,6 +134,13 @@ def copy_stream(seed: int):
         yield (torch.randint(0, 5, (32, 1), generator=g) + torch.arange(7)) % 5
 
 
+def train_until_interrupted(model: HookedTransformer, steps: int, train: TrainConfig, checkpoint_dir) -> None:
+    """Train on a stream that runs out after ``steps`` batches, as an interrupted run would stop."""
+    with pytest.raises(ValueError, match="ran out"):
+        batches = (b for _, b in zip(range(steps), copy_stream(0), strict=False))
+        train_transformer(model, batches, train, checkpoint_dir=checkpoint_dir, progress=False)
+
+
 def test_training_reduces_loss_and_resume_matches(tmp_path):
     train = TrainConfig(steps=40, lr=1e-2, checkpoint_every=10, log_every=10)
     full = HookedTransformer(SMALL)
@@ -142,15 +149,7 @@ def test_training_reduces_loss_and_resume_matches(tmp_path):
     result = train_transformer(full, copy_stream(0), train, progress=False)
     assert result.history[-1]["loss"] < 0.1
 
-    interrupted = HookedTransformer(SMALL)
-    with pytest.raises(ValueError, match="ran out"):
-        train_transformer(
-            interrupted,
-            (b for _, b in zip(range(25), copy_stream(0), strict=False)),
-            train,
-            checkpoint_dir=tmp_path,
-            progress=False,
-        )
+    train_until_interrupted(HookedTransformer(SMALL), 25, train, tmp_path)
     resumed = HookedTransformer(SMALL)
     train_transformer(resumed, copy_stream(0), train, checkpoint_dir=tmp_path, progress=False)
     for (name, p), q in zip(full.named_parameters(), resumed.parameters(), strict=True):
@@ -185,14 +184,7 @@ def test_snapshots_keep_the_weights_at_each_interval_and_survive_resume(tmp_path
     train = TrainConfig(steps=30, lr=1e-2, checkpoint_every=10, snapshot_every=10, log_every=10)
     model = HookedTransformer(SMALL)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match="ran out"):
-        train_transformer(
-            model,
-            (b for _, b in zip(range(15), copy_stream(0), strict=False)),
-            train,
-            checkpoint_dir=tmp_path,
-            progress=False,
-        )
+    train_until_interrupted(model, 15, train, tmp_path)
     resumed = HookedTransformer(SMALL)
     train_transformer(resumed, copy_stream(0), train, checkpoint_dir=tmp_path, progress=False)
     kept = snapshots(tmp_path)
