@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from analysis.beliefs import (
     _design,
+    _shuffled,
     belief_data,
     belief_regression,
     distance_agreement,
@@ -173,3 +174,14 @@ def test_subset_keeps_weights_normalised_and_rows_intact():
     torch.testing.assert_close(small.weights.sum(0), torch.ones(6, dtype=torch.float64))
     torch.testing.assert_close(small.beliefs, mess3().filter(small.tokens)[0][:, 1:])
     assert subset(data, 10**6) is data
+
+
+def test_shuffles_in_memory_bounded_blocks_equal_one_block():
+    g = torch.Generator().manual_seed(0)
+    a = _design(torch.randn(300, 4, generator=g, dtype=torch.float64))
+    y = torch.randn(300, 2, generator=g, dtype=torch.float64)
+    factor = torch.linalg.cholesky(a[:200].T @ a[:200])
+    args = (a[:200], y[:200], a[200:], y[200:], factor, 7)
+    one = _shuffled(*args, torch.Generator().manual_seed(1), max_bytes=2**40)
+    blocks = _shuffled(*args, torch.Generator().manual_seed(1), max_bytes=1)  # one permutation per block
+    assert one == pytest.approx(blocks)
