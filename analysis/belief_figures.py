@@ -2,7 +2,7 @@
 
 Three-state processes are drawn in the 2-simplex (barycentric coordinates, corners = hidden states);
 larger ones in the plane of the true beliefs' first two principal components. Every point is coloured
-by its *true* belief (RGB for three states, the first three principal components otherwise), so a
+by its *true* belief (RGB for up to three states, the first three principal components otherwise), so a
 prediction panel shows where each true belief landed (Shai et al. 2024, Fig. 1 and 4).
 """
 
@@ -48,8 +48,8 @@ class SimplexView:
         return xy if xy.shape[1] == 2 else torch.cat([xy, torch.zeros(len(xy), 1, dtype=xy.dtype)], 1)
 
     def _colours(self, b: torch.Tensor) -> torch.Tensor:
-        if self.n_states == 3:
-            return b.clamp(0, 1)
+        if self.n_states <= 3:  # the belief itself as RGB (two states: red to green)
+            return torch.cat([b, torch.zeros(len(b), 3 - self.n_states, dtype=b.dtype)], 1).clamp(0, 1)
         c = (b - self.mean) @ self.axes
         c = torch.cat([c, torch.zeros(len(c), 3 - c.shape[1], dtype=c.dtype)], 1)
         span = (c.max(0).values - c.min(0).values).clamp(min=1e-12)
