@@ -117,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         "figures and the model (Shai et al. 2024).",
     )
     beliefs.add_argument(
-        "--process", choices=sorted(PROCESSES), default=defaults.process, help="(default: %(default)s)"
+        "--process",
+        choices=sorted(PROCESSES),
+        default=defaults.process,
+        help="process from the zoo; mess3 is the paper's (x 0.05, alpha 0.85) (default: %(default)s)",
     )
     beliefs.add_argument(
         "--model",
@@ -127,11 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     beliefs.add_argument("--n-ctx", type=int, default=defaults.n_ctx, help="context length (default: %(default)s)")
     beliefs.add_argument("--steps", type=int, default=defaults.steps, help="training steps (default: %(default)s)")
-    beliefs.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
+    beliefs.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="sequences per step (default: %(default)s)"
+    )
     beliefs.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
     beliefs.add_argument("--soft", action="store_true", help="train on exact next-token distributions")
     beliefs.add_argument("--sae-width", type=int, default=0, help="also score a TopK SAE of this width (0: none)")
-    beliefs.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    beliefs.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed for weights, data and split (default: %(default)s)"
+    )
     beliefs.add_argument("--out", help="output folder (default: groundtruth-beliefs/PROCESS-MODEL)")
     beliefs.add_argument("--no-progress", action="store_true", help="hide progress bars")
     beliefs.set_defaults(run=_beliefs)
