@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,6 +110,11 @@ def hook_names(cfg: TransformerConfig) -> list[str]:
     )
 
 
+def final_hook(cfg: TransformerConfig) -> str:
+    """The last block's resid_post: "the final layer" of Shai et al.'s regressions."""
+    return f"blocks.{cfg.n_layers - 1}.hook_resid_post"
+
+
 def _row(fit: Fit) -> dict:
     row = {k: getattr(fit, k) for k in ("mse", "r2", "mse_weighted", "r2_weighted", "shuffled_mse", "shuffled_r2")}
     return {**row, "mse_by_position": list(fit.mse_by_position), "r2_by_position": list(fit.r2_by_position)}
@@ -130,7 +136,7 @@ def score_model(
     The shuffled baseline runs on the final layer and ``concat``."""
     names = hook_names(model.cfg)
     logits, feats = activations(model, data.tokens, names)
-    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    final = final_hook(model.cfg)
     feats["concat"] = torch.cat([feats[n] for n in names[:-1]], -1)
     if sae is not None:
         feats["sae codes"] = sae_codes(sae, feats[final])
@@ -153,7 +159,7 @@ def score_model(
 
 def _train_sae(model: HookedTransformer, hmm, cfg: BeliefConfig, out: Path, progress: bool):
     """A TopK SAE on the final layer's activations over fresh sequences from the process."""
-    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    final = final_hook(model.cfg)
     tokens = hmm.sample(20_000, cfg.n_ctx, torch.Generator().manual_seed(cfg.seed + 2)).tokens
     acts = activations(model, tokens, [final])[1][final].reshape(-1, model.cfg.d_model)
     g = torch.Generator().manual_seed(cfg.seed + 3)
@@ -169,12 +175,16 @@ def _train_sae(model: HookedTransformer, hmm, cfg: BeliefConfig, out: Path, prog
     return sae
 
 
-def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True) -> dict:
-    """Train (or load) the model, score it and its random-init twin, write results and figures."""
+def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
+    """Train (or load) the model, score it and its random-init twin, write results and figures.
+
+    A folder holding a run with another config is refused, or with ``replace`` emptied first."""
     out = Path(out_dir)
     saved = out / "config.json"
     if saved.exists() and json.loads(saved.read_text()) != asdict(cfg):
-        raise ValueError(f"{str(out)!r} holds a run with a different config ({saved}); choose another --out")
+        if not replace:
+            raise ValueError(f"{str(out)!r} holds a run with a different config ({saved}); choose another --out")
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(saved, json.dumps(asdict(cfg), indent=1))
     hmm = process(cfg.process)
@@ -272,7 +282,9 @@ def _figures(
     rows = {
         "trained": {k: v["mse"] for k, v in trained["hooks"].items()},
         "random init": {k: v["mse"] for k, v in untrained["hooks"].items()},
-        "shuffled targets": {k: trained["hooks"][k]["shuffled_mse"] or float("nan") for k in trained["hooks"]},
+        "shuffled targets": {
+            k: v["shuffled_mse"] for k, v in trained["hooks"].items() if v["shuffled_mse"] is not None
+        },
     }
     by_position = {h: trained["hooks"][h]["mse_by_position"] for h in (final, "concat")}
     layer_scores(rows, by_position, out / "mse_per_layer", f"{name}: regression to beliefs")
@@ -297,13 +309,13 @@ def belief_report(results: dict) -> str:
         f"expected loss {trained['expected_loss']:.4f} nats, optimum {optimum:.4f} "
         f"({100 * (trained['expected_loss'] / optimum - 1):+.2f}%), random init {untrained['expected_loss']:.4f}",
         "",
-        f"{'features':28s} {'MSE':>9} {'R²':>7} {'MSE (w)':>9} {'R² (w)':>7} {'R² init':>8} {'R² shuffled':>12}",
+        f"{'features':34s} {'MSE':>9} {'R²':>7} {'MSE (w)':>9} {'R² (w)':>7} {'R² init':>8} {'R² shuffled':>12}",
     ]
     for name, row in trained["hooks"].items():
         shuffled = "" if row["shuffled_r2"] is None else f"{row['shuffled_r2']:.4f}"
         init = untrained["hooks"].get(name, {}).get("r2")
         lines.append(
-            f"{name + (' (final)' if name == final else ''):28s} {row['mse']:9.5f} {row['r2']:7.4f} "
+            f"{name + (' (final)' if name == final else ''):34s} {row['mse']:9.5f} {row['r2']:7.4f} "
             f"{row['mse_weighted']:9.5f} {row['r2_weighted']:7.4f} {'' if init is None else f'{init:8.4f}':>8} "
             f"{shuffled:>12}"
         )

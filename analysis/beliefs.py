@@ -2,7 +2,7 @@
 
 Shai et al. (2024) fit a least-squares map with intercept from the residual stream to the belief
 simplex and report its MSE. Here the fit uses the normal equations in float64 with ``AᵀWA`` factored
-once, so a shuffled-target baseline with a thousand permutations costs one more matrix product.
+once, so a shuffled-target baseline costs one matrix product per block of permutations, not a refit each.
 Metrics follow DESIGN.md: MSE is the mean over points and belief coordinates; R² is 1 − SSE/SST per
 coordinate, averaged; both unweighted and weighted (by prefix probability, where given).
 """

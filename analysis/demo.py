@@ -10,10 +10,8 @@ few minutes on a 2-core CPU; `benchmarks/` and `groundtruth beliefs` hold the fu
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -137,10 +135,8 @@ def run_demo(
     make_figures(out_dir)
     beliefs = replace(BELIEFS, seed=seed) if not quick else replace(BELIEFS, seed=seed, n_ctx=4, steps=30, snapshots=2)
     logger.info("training a small transformer on Mess3")
-    folder = out_dir / "beliefs"
-    if (folder / "config.json").exists() and json.loads((folder / "config.json").read_text()) != asdict(beliefs):
-        shutil.rmtree(folder)  # an earlier demo with other options: its cached model does not apply
-    return rows, run_beliefs(beliefs, folder, progress=progress)
+    # replace: an earlier demo with other options leaves a model that does not apply
+    return rows, run_beliefs(beliefs, out_dir / "beliefs", progress=progress, replace=True)
 
 
 def make_figures(out_dir: Path) -> list[Path]:
