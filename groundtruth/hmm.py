@@ -47,7 +47,7 @@ def _alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return accept, alias
 
 
-def _check_distribution(name: str, p: np.ndarray, n: int) -> np.ndarray:
+def check_distribution(name: str, p: np.ndarray, n: int) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     if p.shape != (n,) or not np.isfinite(p).all() or (p < 0).any() or abs(p.sum() - 1) > _ATOL:
         raise ValueError(f"{name} must be a probability vector of length {n}, got {p.tolist()}")
@@ -87,7 +87,7 @@ class HMM:
         self.token_names = tuple(token_names) if token_names is not None else tuple(map(str, range(self.n_tokens)))
         if len(self.token_names) != self.n_tokens:
             raise ValueError(f"token_names has {len(self.token_names)} entries for {self.n_tokens} tokens")
-        self.initial = self.stationary() if initial is None else _check_distribution("initial", initial, self.n_states)
+        self.initial = self.stationary() if initial is None else check_distribution("initial", initial, self.n_states)
         self._T = torch.from_numpy(T)
         self._graph, self._graph_budget, self._alias_tables = None, 0, None
 
@@ -135,7 +135,7 @@ class HMM:
     def _forward(self, tokens: torch.Tensor, prior: np.ndarray | None, strict: bool):
         tokens = self._check_tokens(tokens)
         b, t = tokens.shape
-        prior = self.initial if prior is None else _check_distribution("prior", prior, self.n_states)
+        prior = self.initial if prior is None else check_distribution("prior", prior, self.n_states)
         beliefs = torch.empty(b, t + 1, self.n_states, dtype=torch.float64)
         logp = torch.zeros(b, t + 1, dtype=torch.float64)
         beliefs[:, 0] = torch.from_numpy(prior)
@@ -219,7 +219,7 @@ class HMM:
         s, v = self.n_states, self.n_tokens
         k_out = v * s
         length = tokens.shape[1]
-        walk_depth = min(length, graph.max_depth)
+        walk_depth = length if graph.closed else min(length, graph.max_depth)  # a closed graph has every belief
         nxt = torch.from_numpy(graph.next).view(-1)
         state = torch.searchsorted(torch.from_numpy(np.cumsum(self.initial)), u[0].contiguous(), right=True)
         state = state.clamp_(max=s - 1)

@@ -234,11 +234,13 @@ def optimal_loss(hmm: HMM, n_ctx: int) -> np.ndarray:
 def entropy_rate(hmm: HMM, *, tol: float = 1e-7, max_nodes: int = 5_000_000) -> float:
     """The entropy rate in nats per token.
 
-    Exact for a unifilar presentation started in a stationary distribution: ``Σᵢ πᵢ H(X | sᵢ)``.
-    Otherwise the myopic entropy ``h[L]`` is followed until successive values differ by less than
-    ``tol`` (it decreases to the rate); a ``ValueError`` if ``max_nodes`` mixed states do not suffice.
-    A process made of disconnected parts (:func:`groundtruth.processes.mixture`) has the rates of its
-    parts averaged by their prior weight.
+    Exact for a unifilar presentation started in a stationary distribution: ``Σᵢ πᵢ H(X | sᵢ)``. When
+    the mixed-state presentation closes, it is itself unifilar and the same formula runs on its
+    recurrent states. Otherwise the myopic entropy ``h[L]`` (which decreases to the rate) is followed
+    until it changes by less than ``tol`` for 3 levels in a row (a single flat step can precede a
+    drop, as in a non-unifilar RRXOR); a ``ValueError`` if ``max_nodes``
+    mixed states do not suffice. A process made of disconnected parts
+    (:func:`groundtruth.processes.mixture`) has the rates of its parts averaged by their prior weight.
     """
     n_parts, part = connected_components((hmm.transition > 0).astype(np.int8), directed=True, connection="weak")
     if n_parts > 1:
@@ -254,12 +256,36 @@ def entropy_rate(hmm: HMM, *, tol: float = 1e-7, max_nodes: int = 5_000_000) -> 
     if hmm.is_unifilar() and stationary:
         return float(hmm.initial @ _entropy(hmm.T.sum(axis=2).T))
     graph = mixed_state_presentation(hmm, 10_000, max_nodes=max_nodes, truncate=True)
-    h = graph.myopic_entropies(graph.max_depth if not graph.closed else max(graph.max_depth, 1000))
+    if graph.closed:
+        recurrent = _recurrent_presentation(graph)
+        if recurrent is not None:
+            return entropy_rate(recurrent)
+    h = graph.myopic_entropies()
     gaps = np.abs(np.diff(h))
-    converged = np.flatnonzero(gaps < tol)
-    if len(converged) == 0:
+    settled = np.convolve(gaps < tol, np.ones(3), mode="valid") == 3  # 3 small changes in a row
+    if not settled.any():
         raise ValueError(
             f"myopic entropy of {hmm.name!r} did not settle to tol={tol} within {len(h) - 1} tokens "
             f"(last change {gaps[-1]:.2e}); raise max_nodes or tol"
         )
-    return float(h[converged[0] + 1])
+    return float(h[np.flatnonzero(settled)[0] + 3])
+
+
+def _recurrent_presentation(graph: MixedStateGraph, max_states: int = 2000) -> HMM | None:
+    """The recurrent mixed states of a closed presentation as a unifilar HMM, when they form one
+    class of at most ``max_states`` states (a dense ``T`` is built); ``None`` otherwise."""
+    from scipy.sparse import coo_matrix
+
+    n = len(graph)
+    adjacency = coo_matrix((np.ones(len(graph.src)), (graph.src, graph.dst)), shape=(n, n)).tocsr()
+    _, label = connected_components(adjacency, directed=True, connection="strong")
+    leaves = np.setdiff1d(label, label[graph.src[label[graph.src] != label[graph.dst]]])  # no edge out
+    if len(leaves) != 1 or (label == leaves[0]).sum() > max_states:
+        return None
+    nodes = np.flatnonzero(label == leaves[0])
+    index = np.full(n, -1)
+    index[nodes] = np.arange(len(nodes))
+    inside = index[graph.src] >= 0
+    T = np.zeros((graph.hmm.n_tokens, len(nodes), len(nodes)))
+    T[graph.token[inside], index[graph.src[inside]], index[graph.dst[inside]]] = graph.prob[inside]
+    return HMM(T, name=f"recurrent mixed states of {graph.hmm.name}")

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.sparse.csgraph import connected_components
 
 from groundtruth._checks import check_int, check_real
-from groundtruth.hmm import HMM
+from groundtruth.hmm import HMM, check_distribution
 
 
 def mess3(x: float = 0.15, alpha: float = 0.6) -> HMM:
@@ -136,9 +136,11 @@ def mixture(processes: Sequence[HMM], weights: Sequence[float] | None = None) ->
     v = processes[0].n_tokens
     if any(p.n_tokens != v for p in processes):
         raise ValueError(f"mixture components must share n_tokens, got {[p.n_tokens for p in processes]}")
-    w = np.full(len(processes), 1 / len(processes)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(processes),) or (w < 0).any() or abs(w.sum() - 1) > 1e-9:
-        raise ValueError(f"weights must be a probability vector over {len(processes)} processes, got {weights}")
+    w = (
+        np.full(len(processes), 1 / len(processes))
+        if weights is None
+        else check_distribution("weights", weights, len(processes))
+    )
     n = sum(p.n_states for p in processes)
     T, offset = np.zeros((v, n, n)), 0
     for p in processes:
