@@ -174,7 +174,6 @@ class LowRankFiring:
     """
 
     block = 32
-    chunk = 1024
 
     def __init__(self, p: torch.Tensor, free: torch.Tensor, factor: torch.Tensor):
         self.n_features = p.numel()
@@ -189,24 +188,20 @@ class LowRankFiring:
         order = sometimes[torch.argsort(tau[sometimes])]
         self.cols = order
         padded = -(-order.numel() // self.block) * self.block
-        # c = [w, 1] @ m; padding columns get a huge c so they never fire.
-        m = torch.zeros(self.rank + 1, padded)
-        m[:-1, : order.numel()] = -self.u_over_s[order].T
-        m[-1, : order.numel()] = self.tau_over_s[order]
-        m[-1, order.numel() :] = 1e4
-        self.m = m
+        # c = w @ m_weight + m_bias; padding columns get a huge c so they never fire.
+        self.m_weight = torch.zeros(self.rank, padded)
+        self.m_weight[:, : order.numel()] = -self.u_over_s[order].T
+        self.m_bias = torch.full((padded,), 1e4)
+        self.m_bias[: order.numel()] = self.tau_over_s[order]
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Firing keys for ``n`` samples and their copula state ``w``. Costs an ``[n, F]`` product:
+        callers bound ``n`` (the model draws blocks of 1,024 rows)."""
         w = torch.randn(n, self.rank, generator=generator)
-        parts = [self._chunk(w, start, min(start + self.chunk, n), generator) for start in range(0, n, self.chunk)]
-        keys = torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
-        return _with_always(keys, self.always, n, self.n_features), w
-
-    def _chunk(self, w: torch.Tensor, start: int, stop: int, generator: torch.Generator) -> torch.Tensor:
-        b, padded, n = self.block, self.m.shape[1], stop - start
+        b, padded = self.block, self.m_bias.numel()
         if padded == 0:
-            return torch.empty(0, dtype=torch.int64)
-        c = w[start:stop] @ self.m[:-1] + self.m[-1]  # [n, padded]
+            return _with_always(torch.empty(0, dtype=torch.int64), self.always, n, self.n_features), w
+        c = torch.addmm(self.m_bias, w, self.m_weight)  # [n, padded]
         c_min = c.view(n, padded // b, b).amin(-1)
         hazard, q_bound = _block_bound(c_min.flatten())  # per cell of each block
         # A block whose hazard exceeds 1 would put hazard * b Poisson points (unbounded as the copula
@@ -218,13 +213,15 @@ class LowRankFiring:
             (offset / sparse_hazard.index_select(0, cell)).nan_to_num(0.0, 0.0, 0.0).floor().long().clamp_(0, b - 1)
         )
         every = (torch.nonzero(dense).flatten().unsqueeze(1) * b + torch.arange(b)).flatten()
-        flat = torch.unique(torch.cat([cell * b + within, every]))  # index into c.flatten(): row * padded + col
+        # Points come in increasing order, so `cell * b + within` never decreases: repeats are adjacent.
+        # Dense blocks have no points, so `every` is disjoint from them.
+        flat = torch.cat([torch.unique_consecutive(cell * b + within), every])  # index into c.flatten()
         q = torch.special.ndtr(-c.flatten().index_select(0, flat).double())
         block = flat // b
         bound = torch.where(dense.index_select(0, block), 1.0, q_bound.index_select(0, block))
         flat = flat[torch.rand(flat.numel(), generator=generator, dtype=torch.float64) * bound < q]
-        keys = (flat // padded + start) * self.n_features + self.cols[flat % padded]
-        return torch.sort(keys).values
+        keys = (flat // padded) * self.n_features + self.cols[flat % padded]
+        return _with_always(torch.sort(keys).values, self.always, n, self.n_features), w
 
     def fire(
         self,

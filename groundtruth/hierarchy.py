@@ -118,36 +118,38 @@ class Forest:
             child_keys = (first.unsqueeze(1) + torch.arange(self.branching)).flatten()
             fired = child_keys[firing.fire(child_keys // n_features, child_keys % n_features, state, generator)]
             if self.mutually_exclusive:
-                keep = torch.ones(fired.numel(), dtype=torch.bool)
-                keep[self._losers(fired, n_features, generator)] = False
-                fired = fired[keep]
+                fired = self._one_per_parent(fired, n_features, generator)
             found.append(fired)
             frontier = fired
         return torch.sort(torch.cat(found)).values
 
-    def _losers(self, keys: torch.Tensor, n_features: int, generator: torch.Generator) -> torch.Tensor:
-        """Positions in ``keys`` of siblings that lose: all but one uniformly chosen per sample."""
+    def _one_per_parent(self, keys: torch.Tensor, n_features: int, generator: torch.Generator) -> torch.Tensor:
+        """Keep one uniformly chosen key per run of siblings (same sample, same parent).
+
+        ``keys`` must hold each parent's children contiguously, as :meth:`expand` builds them, so a
+        group is a run and its winner is the run's start plus a uniform offset below its length."""
         if keys.numel() == 0:
             return keys
-        shuffled = torch.randperm(keys.numel(), generator=generator)
-        shuffled_keys = keys.index_select(0, shuffled)
-        cols = shuffled_keys % n_features
-        group = shuffled_keys - cols + self.parent.index_select(0, cols)  # (row, parent) identifies the siblings
-        order = torch.sort(group, stable=True).indices
-        grouped = group.index_select(0, order)
-        first = torch.ones_like(grouped, dtype=torch.bool)
-        first[1:] = grouped[1:] != grouped[:-1]
-        return shuffled.index_select(0, order.index_select(0, torch.nonzero(~first).flatten()))
+        cols = keys % n_features
+        group = keys - cols + self.parent.index_select(0, cols)  # (row, parent) identifies the siblings
+        new = torch.ones_like(group, dtype=torch.bool)
+        new[1:] = group[1:] != group[:-1]
+        starts = torch.nonzero(new).flatten()
+        lengths = torch.diff(starts, append=torch.tensor([keys.numel()]))
+        offset = (torch.rand(starts.numel(), generator=generator, dtype=torch.float64) * lengths).long()
+        return keys.index_select(0, starts + torch.minimum(offset, lengths - 1))
 
     def scale(self, keys: torch.Tensor, values: torch.Tensor, mean: torch.Tensor, n_features: int) -> torch.Tensor:
         """Multiply each child's coefficient by its parent's coefficient over the parent's mean."""
         values = values.clone()
-        for depth in range(1, self.depth + 1):
-            cols = keys % n_features
-            idx = torch.nonzero(self.level[cols] == depth).flatten()
+        cols = keys % n_features
+        level = self.level.index_select(0, cols)
+        for depth in range(1, self.depth + 1):  # parents first: a child scales by its scaled parent
+            idx = torch.nonzero(level == depth).flatten()
             if idx.numel() == 0:
                 continue
-            parent_cols = self.parent[cols[idx]]
-            pos = torch.searchsorted(keys, keys[idx] - cols[idx] + parent_cols)
-            values[idx] = values[idx] * values[pos] / mean[parent_cols]
+            child_cols = cols.index_select(0, idx)
+            parent_cols = self.parent.index_select(0, child_cols)
+            pos = torch.searchsorted(keys, keys.index_select(0, idx) - child_cols + parent_cols)
+            values[idx] = values.index_select(0, idx) * values.index_select(0, pos) / mean.index_select(0, parent_cols)
         return values

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -123,9 +125,35 @@ class SparseFeatureModel:
             return torch.full((self.config.n_features,), -1, dtype=torch.int64)
         return self.forest.parent
 
+    block = 1024  # rows drawn from one seeded generator; fixed, so results do not depend on threads
+
     def sample(self, n: int, generator: torch.Generator) -> ActivationBatch:
-        """Draw ``n`` samples. All randomness comes from ``generator``."""
+        """Draw ``n`` samples. All randomness comes from ``generator``.
+
+        The rows are drawn in blocks of :attr:`block`, each from its own generator seeded from
+        ``generator``, on as many threads as torch uses: the same bytes for any thread count.
+        """
         check_int("n", n)
+        starts = range(0, n, self.block)
+        seeds = torch.randint(0, 2**62, (len(starts),), generator=generator).tolist()
+        parts = _map_threads(
+            lambda start, seed: self._sample_block(min(self.block, n - start), torch.Generator().manual_seed(seed)),
+            starts,
+            seeds,
+        )
+        if len(parts) == 1:
+            return parts[0]
+        codes = [part.codes for part in parts]
+        rows = torch.cat([c.rows + start for c, start in zip(codes, starts, strict=True)])
+        return ActivationBatch(
+            torch.cat([part.x for part in parts]),
+            SparseCodes(
+                rows, torch.cat([c.cols for c in codes]), torch.cat([c.values for c in codes]), (n, codes[0].shape[1])
+            ),
+            self.directions,
+        )
+
+    def _sample_block(self, n: int, generator: torch.Generator) -> ActivationBatch:
         nf = self.config.n_features
         keys, state = self._firing.sample(n, generator)
         if self.forest is not None:
@@ -156,6 +184,23 @@ class SparseFeatureModel:
     def eval_set(self, n: int, seed: int = 0) -> ActivationBatch:
         """A fixed evaluation set, disjoint in randomness from every training stream."""
         return self.sample(n, torch.Generator().manual_seed(child_seed(self.config.seed, f"eval/{seed}")))
+
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _map_threads(fn, *args) -> list:
+    """``list(map(fn, *args))`` on a pool of ``torch.get_num_threads()`` threads (torch and NumPy
+    release the GIL in their kernels). The pool is rebuilt after a fork or a thread-count change."""
+    global _pool
+    threads = torch.get_num_threads()
+    if threads == 1 or len(args[0]) <= 1:
+        return list(map(fn, *args))
+    if _pool is None or _pool[:2] != (os.getpid(), threads):
+        if _pool is not None and _pool[0] == os.getpid():
+            _pool[2].shutdown(wait=False)
+        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="groundtruth-sample"))
+    return list(_pool[2].map(fn, *args))
 
 
 def _mean_magnitude(magnitude: Magnitude, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
