@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="*", default=[0.5, 1.0, 2.0, 4.0])
     parser.add_argument("--l1", type=float, nargs="*", default=[0.1, 0.3])
     parser.add_argument("--resample-every", type=int, default=0, help="resample dead latents every N steps (0: never)")
+    parser.add_argument("--resample-until", type=int, default=0, help="last step that may resample (0: the end)")
     parser.add_argument("--out", default="bench-results/sharkey.json")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -47,6 +48,7 @@ def main() -> None:
                 d_sae,
                 sparsity_coefficient=l1,
                 resample_every=args.resample_every,
+                resample_until=args.resample_until,
                 dead_after=max(1, args.resample_every // 2) if args.resample_every else 1000,
             )
             row, _ = run_variant(

@@ -21,7 +21,7 @@ from toymodels.sae import (
 )
 from toymodels.sae.jumprelu import _JumpReLU, _Step
 from toymodels.sae.topk import top_indices
-from toymodels.train import TrainConfig, train_sae
+from toymodels.train import TrainConfig, Trainer, train_sae
 
 SEEDS = st.integers(0, 2**31 - 1)
 UNIT_ARCHS = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk", "p_anneal", "gated")
@@ -554,6 +554,22 @@ def test_no_resampling_with_free_decoder_or_when_disabled():
         assert bool((sae.b_enc[:4] < -99).all()), kw
 
 
+def test_resampling_stops_after_resample_until():
+    # Latents killed after step 2 stay dead when resampling stops at step 2, and are revived without the limit.
+    for until, revived in ((2, False), (0, True)):
+        sae = make("standard", resample_every=1, resample_until=until, dead_after=1)
+        trainer = Trainer(sae, TrainConfig(steps=4, lr=1e-3))
+        stream = _stream(7)
+        for step in range(2):
+            trainer.step(next(stream), step)
+        with torch.no_grad():
+            sae.b_enc[:4] = -100.0
+            sae.steps_since_fired[:4] = 10
+        for step in range(2, 4):
+            trainer.step(next(stream), step)
+        assert bool((sae.b_enc[:4] > -99).all()) == revived, until
+
+
 # ------------------------------------------------------------------------------------------------
 # Matryoshka and Gated: loss and encoder against hand computations
 # ------------------------------------------------------------------------------------------------
@@ -659,6 +675,7 @@ def test_p_anneal_penalty_by_hand(seed, progress, p_end, free):
         ({"seed": -1}, "seed"),
         ({"decoder_norm": "sphere"}, "decoder_norm"),
         ({"resample_every": -1}, "resample_every"),
+        ({"resample_until": -5}, "resample_until"),
         ({"dead_after": 0}, "dead_after"),
         ({"jump_bandwidth": 0.0}, "jump_bandwidth"),
         ({"jump_init_threshold": -0.1}, "jump_init_threshold"),

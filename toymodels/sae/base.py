@@ -39,6 +39,7 @@ class SAEConfig:
     sparsity_coefficient: float = 1.0
     decoder_norm: Literal["unit", "free"] = "unit"
     resample_every: int = 0  # standard, unit decoder: resample dead latents every N steps (0 = never)
+    resample_until: int = 0  # ... up to this step, so late latents can settle (0 = to the end)
     dead_after: int = 1000  # steps without firing after which a latent counts as dead (AuxK, resampling)
     aux_k: int = 0  # topk/batchtopk: latents used by the AuxK loss (0 = d_in // 2)
     aux_coefficient: float = 1 / 32
@@ -62,6 +63,7 @@ class SAEConfig:
         if self.decoder_norm == "free" and self.architecture not in ("standard", "p_anneal", "gated"):
             raise ValueError(f"decoder_norm='free' needs a norm-weighted penalty; {self.architecture} keeps unit rows")
         check_int("resample_every", self.resample_every, minimum=0)
+        check_int("resample_until", self.resample_until, minimum=0)
         check_int("dead_after", self.dead_after)
         check_int("aux_k", self.aux_k, minimum=0)
         check_real("aux_coefficient", self.aux_coefficient, 0.0)

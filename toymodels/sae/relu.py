@@ -18,8 +18,8 @@ class StandardSAE(SparseAutoencoder):
     """ReLU SAE with an L1 penalty.
 
     With ``decoder_norm="unit"``: decoder rows fixed at norm 1 and dead latents resampled from poorly
-    reconstructed inputs every ``resample_every`` steps (Bricken et al. 2023, "Towards
-    Monosemanticity"). With ``decoder_norm="free"``: the L1 term is ``sum_i c_i ‖W_dec[i]‖``
+    reconstructed inputs every ``resample_every`` steps, up to step ``resample_until`` (Bricken et
+    al. 2023, "Towards Monosemanticity"). With ``decoder_norm="free"``: the L1 term is ``sum_i c_i ‖W_dec[i]‖``
     (Conerly et al. 2024, "Circuits Updates – April 2024"), so no constraint is needed.
     """
 
@@ -44,8 +44,8 @@ class StandardSAE(SparseAutoencoder):
     @torch.no_grad()
     def after_optimizer_step(self, x: torch.Tensor, codes: torch.Tensor, optimizer, step: int) -> None:
         super().after_optimizer_step(x, codes, optimizer, step)
-        every = self.cfg.resample_every
-        if every and self.decoder_norm == "unit" and step % every == 0:
+        every, until = self.cfg.resample_every, self.cfg.resample_until
+        if every and self.decoder_norm == "unit" and step % every == 0 and (not until or step <= until):
             self.resample_dead(x, optimizer, step)
 
     @torch.no_grad()
