@@ -592,6 +592,24 @@ def test_same_config_and_seed_give_identical_bytes(cfg, seed):
         assert torch.equal(u, v)
 
 
+def test_blocks_give_the_same_bytes_on_any_number_of_threads():
+    # 2,500 rows are three blocks, drawn in parallel on two threads and in turn on one.
+    model = SparseFeatureModel(preset("synthsaebench-small"))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        parallel = model.sample(2500, gen(4))
+        torch.set_num_threads(1)
+        serial = model.sample(2500, gen(4))
+    finally:
+        torch.set_num_threads(before)
+    for u, v in zip(_bytes(parallel), _bytes(serial), strict=True):
+        assert torch.equal(u, v)
+    rows = parallel.codes.rows
+    assert bool((rows[1:] >= rows[:-1]).all()) and int(rows[-1]) >= 2048  # block rows offset, in order
+    assert parallel.codes.shape == (2500, 4096)
+
+
 def test_different_seeds_differ():
     cfg = SparseFeatureConfig(d=8, n_features=30, firing=Constant(0.3), bias_norm=1.0, correlation=LowRank(2, 0.5))
     a, b = SparseFeatureModel(cfg), SparseFeatureModel(cfg.replace(seed=1))
