@@ -21,7 +21,9 @@ import broken_saes  # noqa: E402
 
 # Matryoshka's nested losses pull b_dec towards the mean of samples whose latent lies outside the first
 # prefix, which tilts every decoder row (cos ~0.95 with its feature): a property of the objective on
-# flat one-at-a-time data, not a bug, and the only built-in result that misses a property.
+# flat one-at-a-time data, not a bug (started at the true dictionary it moves away from it; see
+# test_only_the_nested_objective_leaves_the_true_dictionary_on_flat_data), and the only built-in
+# result that misses a property.
 KNOWN = {("matryoshka_batchtopk", "recovers_easy_ground_truth")}
 
 
