@@ -80,11 +80,16 @@ def _split_certain(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nonzero(p >= 1).flatten(), torch.nonzero((p > 0) & (p < 1)).flatten()
 
 
+def sort_keys(keys: torch.Tensor) -> torch.Tensor:
+    """``keys`` sorted ascending. NumPy's SIMD sort of int64 is several times faster than torch's on CPU."""
+    return torch.from_numpy(np.sort(keys.numpy()))
+
+
 def _with_always(keys: torch.Tensor, always: torch.Tensor, n: int, n_features: int) -> torch.Tensor:
     if always.numel() == 0:
         return keys
     extra = (torch.arange(n).unsqueeze(1) * n_features + always.unsqueeze(0)).flatten()
-    return torch.sort(torch.cat([keys, extra])).values
+    return sort_keys(torch.cat([keys, extra]))
 
 
 def _poisson_cells(cumulative: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +145,9 @@ class IndependentFiring:
             pos = torch.rand(count, generator=generator, dtype=torch.float64) * (n * per_row)
             rows = (pos / per_row).floor().clamp_(max=n - 1)
             cols = torch.searchsorted(self.cumulative, pos - rows * per_row, right=True)
-            keys = torch.unique(rows.long() * self.n_features + cols.clamp_(max=self.n_features - 1))
+            keys = torch.unique_consecutive(
+                sort_keys(rows.long() * self.n_features + cols.clamp_(max=self.n_features - 1))
+            )
         return _with_always(keys, self.always, n, self.n_features), None
 
     def fire(self, rows: torch.Tensor, cols: torch.Tensor, state: None, generator: torch.Generator) -> torch.Tensor:
@@ -221,7 +228,7 @@ class LowRankFiring:
         bound = torch.where(dense.index_select(0, block), 1.0, q_bound.index_select(0, block))
         flat = flat[torch.rand(flat.numel(), generator=generator, dtype=torch.float64) * bound < q]
         keys = (flat // padded) * self.n_features + self.cols[flat % padded]
-        return _with_always(torch.sort(keys).values, self.always, n, self.n_features), w
+        return _with_always(sort_keys(keys), self.always, n, self.n_features), w
 
     def fire(
         self,

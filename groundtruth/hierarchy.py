@@ -12,6 +12,7 @@ import torch
 
 from groundtruth._checks import check_int
 from groundtruth._serial import serializable
+from groundtruth.correlation import sort_keys
 
 
 @serializable
@@ -121,7 +122,7 @@ class Forest:
                 fired = self._one_per_parent(fired, n_features, generator)
             found.append(fired)
             frontier = fired
-        return torch.sort(torch.cat(found)).values
+        return sort_keys(torch.cat(found))
 
     def _one_per_parent(self, keys: torch.Tensor, n_features: int, generator: torch.Generator) -> torch.Tensor:
         """Keep one uniformly chosen key per run of siblings (same sample, same parent).
