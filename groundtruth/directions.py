@@ -61,8 +61,9 @@ def _violations(dirs: torch.Tensor, rows: torch.Tensor, target: float, chunk: in
 def push_apart(dirs: torch.Tensor, max_overlap: float, max_rounds: int = 200, patience: int = 10) -> torch.Tensor:
     """Move unit rows apart until every pair has ``|cos| <= max_overlap``.
 
-    Each round takes a gradient step on ``sum (|cos_ij| - aim)_+²`` over violating pairs only, aiming
-    slightly below the target, and renormalises; only rows touched in the last round are re-checked.
+    Each round turns every row of a violating pair away from the other row's line by the angle it
+    lacks (aiming slightly below the target) and renormalises; only rows touched in the last round
+    are re-checked.
     In few dimensions, pushing one pair apart pushes another together and the count of violations
     stalls; after ``patience`` rounds without progress, pairs just under the target are pushed too,
     with full steps, a lower aim and every row re-checked each round.
@@ -74,7 +75,10 @@ def push_apart(dirs: torch.Tensor, max_overlap: float, max_rounds: int = 200, pa
             f"max_overlap={max_overlap} is below the Welch bound {bound:.4f} for {n} directions "
             f"in {d} dimensions; no arrangement can reach it"
         )
-    threshold, aim, rate = max_overlap, 0.97 * max_overlap, 0.5
+    # Margins shrink with the room left below 1, so that a target near 1 is not aimed at an overlap
+    # no arrangement reaches (12 lines in the plane cannot all be below cos 15° = 0.966).
+    room = min(max_overlap, 1 - max_overlap)
+    threshold, aim, rate = max_overlap, max_overlap - 0.03 * room, 0.5
     dirs = dirs.clone()
     rows = torch.arange(n)
     fewest, stalled = n * n, 0
@@ -82,14 +86,19 @@ def push_apart(dirs: torch.Tensor, max_overlap: float, max_rounds: int = 200, pa
         i, j, c = _violations(dirs, rows, threshold)
         if i.numel() == 0:  # pairs outside ``rows`` did not move since they were last checked
             return dirs
-        # Average (not sum) the pushes a row receives, so crowded rows do not overshoot.
+        # Turn row i away from row j's line within their plane, by the angle still missing: a push
+        # along -dirs[j] would barely turn nearly parallel rows. Average (not sum) the turns a row
+        # receives, so crowded rows do not overshoot.
         crowd = torch.bincount(i, minlength=n).clamp(min=1)[i]
-        step = (c.abs() - aim) * c.sign() / crowd
-        dirs.index_add_(0, i, -rate * step[:, None] * dirs[j])
+        angle = (math.acos(aim) - torch.acos(c.abs().clamp(max=1.0))) / crowd
+        toward = (dirs[j] - c[:, None] * dirs[i]) * c.sign()[:, None]  # tangent at row i, toward j's line
+        away = -toward / toward.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        dirs.index_add_(0, i, rate * angle[:, None] * away)
         dirs = dirs / dirs.norm(dim=1, keepdim=True)
         fewest, stalled = (i.numel(), 0) if i.numel() < fewest else (fewest, stalled + 1)
         if stalled >= patience:  # stalled: widen the margin and re-check every row each round
-            threshold, aim, rate, rows = 0.99 * max_overlap, 0.95 * max_overlap, 1.0, torch.arange(n)
+            threshold, aim, rate = max_overlap - 0.01 * room, max_overlap - 0.05 * room, 1.0
+            rows = torch.arange(n)
         else:
             rows = torch.unique(torch.cat([i, j]))
     worst = float(largest_overlap(dirs))

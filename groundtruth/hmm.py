@@ -17,13 +17,13 @@ non-negative entries.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from groundtruth._checks import check_int
+from groundtruth._threads import map_threads
 from groundtruth.latents import TokenBatch
 
 _ATOL = 1e-9
@@ -198,13 +198,7 @@ class HMM:
         beliefs = torch.empty(batch, length + 1, s, dtype=torch.float64)
         chunks = [slice(i, min(i + _CHUNK, batch)) for i in range(0, batch, _CHUNK)]
         work = lambda rows: self._sample_chunk(u[:, rows], graph, tokens[rows], states[rows], beliefs[rows])  # noqa: E731
-        if len(chunks) > 1 and torch.get_num_threads() > 1:
-            # torch releases the GIL inside each op, so chunks run in parallel; uniforms are pre-drawn
-            with ThreadPoolExecutor(torch.get_num_threads()) as pool:
-                list(pool.map(work, chunks))
-        else:
-            for rows in chunks:
-                work(rows)
+        map_threads(work, chunks)  # uniforms are pre-drawn: the same result on any number of threads
         return ProcessBatch(
             tokens=tokens,
             latents=beliefs[:, 1:],

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -15,6 +13,7 @@ import torch.nn.functional as F
 
 from groundtruth._checks import check_int, check_real, check_tensor
 from groundtruth._serial import from_jsonable, serializable, to_jsonable
+from groundtruth._threads import map_threads
 from groundtruth.correlation import (
     Correlation,
     FullFiring,
@@ -136,7 +135,7 @@ class SparseFeatureModel:
         check_int("n", n)
         starts = range(0, n, self.block)
         seeds = torch.randint(0, 2**62, (len(starts),), generator=generator).tolist()
-        parts = _map_threads(
+        parts = map_threads(
             lambda start, seed: self._sample_block(min(self.block, n - start), torch.Generator().manual_seed(seed)),
             starts,
             seeds,
@@ -184,23 +183,6 @@ class SparseFeatureModel:
     def eval_set(self, n: int, seed: int = 0) -> ActivationBatch:
         """A fixed evaluation set, disjoint in randomness from every training stream."""
         return self.sample(n, torch.Generator().manual_seed(child_seed(self.config.seed, f"eval/{seed}")))
-
-
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None
-
-
-def _map_threads(fn, *args) -> list:
-    """``list(map(fn, *args))`` on a pool of ``torch.get_num_threads()`` threads (torch and NumPy
-    release the GIL in their kernels). The pool is rebuilt after a fork or a thread-count change."""
-    global _pool
-    threads = torch.get_num_threads()
-    if threads == 1 or len(args[0]) <= 1:
-        return list(map(fn, *args))
-    if _pool is None or _pool[:2] != (os.getpid(), threads):
-        if _pool is not None and _pool[0] == os.getpid():
-            _pool[2].shutdown(wait=False)
-        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="groundtruth-sample"))
-    return list(_pool[2].map(fn, *args))
 
 
 def _mean_magnitude(magnitude: Magnitude, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -187,13 +187,15 @@ def dictionaries(
     """Unit-norm ground-truth dictionaries ``[n_features, d]`` whose largest pairwise ``|cos|`` is at most
     the drawn ``max_overlap``; returns ``(directions, max_overlap)``.
 
-    The default overlap lies between 1.5× the Welch bound (the least any arrangement can reach) and 1,
-    so that pushing directions apart converges quickly; a given ``max_overlap`` strategy must leave
-    that room too.
+    The default overlap lies between 1.5× the Welch bound (the least any arrangement can reach) plus
+    0.1, and 1, so that pushing directions apart converges quickly. The margin matters in 3 and 4
+    dimensions, where the Welch bound is loose: 14 lines in space could not be pushed to 1.5× their
+    bound (0.80) for most seeds, but always to 0.90. A given ``max_overlap`` strategy must leave that
+    room too.
     """
     n = draw(n_features if n_features is not None else st.integers(1, 24))
     dim = draw(d if d is not None else st.integers(2, 12))
-    floor = min(1.0, 1.5 * welch_bound(n, dim))
+    floor = min(1.0, 1.5 * welch_bound(n, dim) + 0.1)
     if max_overlap is None:
         overlap = draw(st.floats(max(floor, 0.05), 1.0))
     else:
