@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool)
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    """One pool per process and thread count, kept between calls. Its workers run torch ops on one
+    intra-op thread each (a per-thread setting): nested intra-op pools on the same cores spin-wait
+    against each other and cost more than a third of the throughput."""
+    global _pool
+    if _pool is None or _pool[:2] != (os.getpid(), threads):
+        if _pool is not None and _pool[0] == os.getpid():
+            _pool[2].shutdown(wait=False)
+        pool = ThreadPoolExecutor(
+            threads, thread_name_prefix="groundtruth", initializer=torch.set_num_threads, initargs=(1,)
+        )
+        _pool = (os.getpid(), threads, pool)
+    return _pool[2]
 
 
 def map_threads(fn: Callable, *iterables: Iterable) -> list:
@@ -16,8 +34,7 @@ def map_threads(fn: Callable, *iterables: Iterable) -> list:
     result does not depend on the number of threads.
     """
     items = [tuple(args) for args in zip(*iterables, strict=True)]
-    threads = min(torch.get_num_threads(), len(items))
-    if threads <= 1:
+    threads = torch.get_num_threads()
+    if threads <= 1 or len(items) <= 1:
         return [fn(*args) for args in items]
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda args: fn(*args), items))
+    return list(_executor(threads).map(lambda args: fn(*args), items))
