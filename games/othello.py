@@ -1,0 +1,173 @@
+"""Othello rules on bitboards, vectorised over a batch of games.
+
+A board is two ``uint64`` arrays, the discs of the player to move and of the opponent; bit ``8 * row +
+col`` is the square in row ``row`` (A–H, top to bottom) and column ``col`` (1–8), so square 0 is A1 and
+27, 28, 35, 36 are the centre. Black moves first from the standard start (D5 and E4 black, D4 and E5
+white). A player with no legal move passes; the game ends when neither player can move.
+
+Moves are found with shift-and-mask fills along the 8 directions (a line of opponent discs followed
+by an empty square is a legal move; one closed by the mover's own disc is flipped), so each step costs
+a few dozen array operations for the whole batch instead of a Python loop per game.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from groundtruth._checks import check_int
+
+_FULL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+_COL_1 = np.uint64(0x0101_0101_0101_0101)  # column 1 (bit 0 of each row)
+_COL_8 = np.uint64(0x8080_8080_8080_8080)  # column 8
+_NOT_COL_1 = _FULL ^ _COL_1
+_NOT_COL_8 = _FULL ^ _COL_8
+
+# (shift, left?, mask applied after the shift): a left shift by 1 moves a disc one column right, so
+# discs arriving in column 1 wrapped around from column 8 and are masked out (and so on).
+_DIRECTIONS = (
+    (1, True, _NOT_COL_1),  # east
+    (1, False, _NOT_COL_8),  # west
+    (8, True, _FULL),  # south
+    (8, False, _FULL),  # north
+    (9, True, _NOT_COL_1),  # south-east
+    (7, True, _NOT_COL_8),  # south-west
+    (7, False, _NOT_COL_1),  # north-east
+    (9, False, _NOT_COL_8),  # north-west
+)
+CENTRE = (27, 28, 35, 36)
+PLAYABLE = tuple(s for s in range(64) if s not in CENTRE)  # the 60 squares a move can take
+
+
+def _shift(bits: np.ndarray, step: int, left: bool, mask: np.uint64) -> np.ndarray:
+    moved = np.left_shift(bits, np.uint64(step)) if left else np.right_shift(bits, np.uint64(step))
+    return moved & mask
+
+
+def square_name(square: int) -> str:
+    """``0`` → ``"A1"``, ``63`` → ``"H8"``."""
+    return "ABCDEFGH"[square // 8] + str(square % 8 + 1)
+
+
+def start(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` boards at the start, black to move: (mover, opponent) bitboards."""
+    black = np.uint64((1 << 28) | (1 << 35))  # D5 (row D, col 5) and E4
+    white = np.uint64((1 << 27) | (1 << 36))  # D4 and E5
+    return np.full(n, black, dtype=np.uint64), np.full(n, white, dtype=np.uint64)
+
+
+def legal_moves(mover: np.ndarray, opponent: np.ndarray) -> np.ndarray:
+    """Bitboards of the squares the mover may play."""
+    empty = ~(mover | opponent)
+    legal = np.zeros_like(mover)
+    for step, left, mask in _DIRECTIONS:
+        run = _shift(mover, step, left, mask) & opponent
+        for _ in range(5):  # a line holds at most 6 opponent discs
+            run |= _shift(run, step, left, mask) & opponent
+        legal |= _shift(run, step, left, mask) & empty
+    return legal
+
+
+def flips(mover: np.ndarray, opponent: np.ndarray, move: np.ndarray) -> np.ndarray:
+    """Bitboards of the opponent discs that playing ``move`` (square indices) flips; 0 for an illegal move."""
+    placed = np.left_shift(np.uint64(1), move.astype(np.uint64))
+    flipped = np.zeros_like(mover)
+    for step, left, mask in _DIRECTIONS:
+        run = _shift(placed, step, left, mask) & opponent
+        for _ in range(5):
+            run |= _shift(run, step, left, mask) & opponent
+        closed = (_shift(run, step, left, mask) & mover) != 0
+        flipped |= np.where(closed, run, np.uint64(0))
+    occupied = (placed & (mover | opponent)) != 0
+    return np.where(occupied, np.uint64(0), flipped)
+
+
+def to_squares(bits: np.ndarray) -> np.ndarray:
+    """``[..., 64]`` booleans from ``[...]`` bitboards (square i is bit i)."""
+    as_bytes = bits.astype("<u8").view(np.uint8).reshape(*bits.shape, 8)
+    return np.unpackbits(as_bytes, axis=-1, bitorder="little").astype(bool)
+
+
+def popcount(bits: np.ndarray) -> np.ndarray:
+    """Number of set bits per bitboard."""
+    return to_squares(bits).sum(-1)
+
+
+@dataclass(frozen=True)
+class Games:
+    """A batch of finished games, one row per game, padded after its last move.
+
+    ``moves [n, 60]``: squares played in order (passes are not moves; -1 after the end).
+    ``player [n, 60]``: who played each move (0 black, 1 white; -1 after the end), so a pass shows as
+    the same player moving twice in a row. ``boards [n, 61, 64]``: the board before each move and after
+    the last (0 empty, 1 black, 2 white); rows after the end repeat the final board.
+    ``length [n]``: moves played. ``score [n]``: black discs minus white discs at the end.
+    """
+
+    moves: np.ndarray
+    player: np.ndarray
+    boards: np.ndarray
+    length: np.ndarray
+    score: np.ndarray
+
+
+def random_games(n: int, rng: np.random.Generator) -> Games:
+    """``n`` games of uniformly random legal moves (the OthelloGPT synthetic dataset's policy)."""
+    check_int("n", n)
+    mover, opponent = start(n)
+    turn = np.zeros(n, dtype=np.int8)  # 0: black to move
+    moves = np.full((n, 60), -1, dtype=np.int64)
+    player = np.full((n, 60), -1, dtype=np.int8)
+    boards = np.zeros((n, 61, 64), dtype=np.int8)
+    length = np.zeros(n, dtype=np.int64)
+    over = np.zeros(n, dtype=bool)
+    rows = np.arange(n)
+    for t in range(60):
+        boards[:, t] = _board(mover, opponent, turn)
+        legal = legal_moves(mover, opponent)
+        stuck = legal == 0
+        # A player without a move passes; if the other cannot move either, the game is over.
+        if stuck.any():
+            other = legal_moves(opponent[stuck], mover[stuck])
+            idx = np.flatnonzero(stuck)
+            over[idx[other == 0]] = True
+            passing = idx[other != 0]
+            mover[passing], opponent[passing] = opponent[passing], mover[passing]
+            turn[passing] ^= 1
+            legal[passing] = other[other != 0]
+        live = ~over
+        if not live.any():
+            break
+        choice = _uniform_square(to_squares(legal[live]), rng)
+        lr = rows[live]
+        move = choice.astype(np.uint64)
+        flipped = flips(mover[lr], opponent[lr], choice)
+        placed = np.left_shift(np.uint64(1), move)
+        new_mover = mover[lr] | placed | flipped
+        new_opponent = opponent[lr] & ~flipped
+        moves[lr, t], player[lr, t] = choice, turn[lr]
+        length[lr] += 1
+        mover[lr], opponent[lr] = new_opponent, new_mover  # the other side moves next
+        turn[lr] ^= 1
+    final = _board(mover, opponent, turn)
+    boards[:, 60] = final
+    for t in range(60):  # repeat the final board after each game's end
+        done = length <= t
+        boards[done, t + 1] = final[done]
+    score = (final == 1).sum(1) - (final == 2).sum(1)
+    return Games(moves, player, boards, length, score.astype(np.int64))
+
+
+def _uniform_square(legal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One uniformly chosen True square per row of ``legal [m, 64]``."""
+    count = legal.sum(1)
+    pick = (rng.random(len(legal)) * count).astype(np.int64)
+    return (np.cumsum(legal, axis=1) > pick[:, None]).argmax(1)
+
+
+def _board(mover: np.ndarray, opponent: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """``[n, 64]`` int8: 0 empty, 1 black, 2 white."""
+    black = np.where(turn == 0, mover, opponent)
+    white = np.where(turn == 0, opponent, mover)
+    return to_squares(black).astype(np.int8) + 2 * to_squares(white).astype(np.int8)

@@ -1,0 +1,126 @@
+"""The bitboard Othello engine against a plain scalar reference, move for move."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from games.othello import (
+    CENTRE,
+    PLAYABLE,
+    flips,
+    legal_moves,
+    popcount,
+    random_games,
+    square_name,
+    start,
+    to_squares,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import reference_othello as ref  # noqa: E402
+
+
+def _bits(board: list[int], player: int) -> np.uint64:
+    return np.uint64(sum(1 << s for s in range(64) if board[s] == player))
+
+
+def replay(games, g: int) -> None:
+    """Replay game ``g`` on the reference engine, checking every move, pass, board and the end."""
+    board, player = ref.start(), 1
+    length = int(games.length[g])
+    for t in range(length):
+        assert games.boards[g, t].tolist() == board, f"board before move {t}"
+        if not ref.legal(board, player):  # a pass: the other player must be able to move
+            player = 3 - player
+        assert int(games.player[g, t]) == player - 1, f"player of move {t}"
+        move = int(games.moves[g, t])
+        assert move in ref.legal(board, player), f"move {t} ({square_name(move)}) is illegal"
+        board = ref.play(board, player, move)
+        player = 3 - player
+    assert not ref.legal(board, 1) and not ref.legal(board, 2), "the game stopped while a player could move"
+    assert games.boards[g, length:].tolist() == [board] * (61 - length)
+    assert games.moves[g, length:].tolist() == [-1] * (60 - length)
+    assert int(games.score[g]) == board.count(1) - board.count(2)
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_games_follow_the_rules(seed):
+    games = random_games(8, np.random.default_rng(seed))
+    for g in range(8):
+        replay(games, g)
+
+
+@pytest.mark.slow
+def test_ten_thousand_games_follow_the_rules():
+    games = random_games(10_000, np.random.default_rng(0))
+    for g in range(10_000):
+        replay(games, g)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), plies=st.integers(0, 59))
+def test_legal_moves_and_flips_match_the_reference(seed, plies):
+    # Positions from random games, from both sides' point of view.
+    games = random_games(3, np.random.default_rng(seed))
+    for g in range(3):
+        board = games.boards[g, plies].tolist()
+        for player in (1, 2):
+            mover, opponent = _bits(board, player), _bits(board, 3 - player)
+            got = to_squares(legal_moves(np.array([mover]), np.array([opponent])))[0]
+            assert np.flatnonzero(got).tolist() == ref.legal(board, player)
+            squares = np.arange(64)
+            flipped = to_squares(flips(np.full(64, mover), np.full(64, opponent), squares))
+            for s in range(64):
+                assert np.flatnonzero(flipped[s]).tolist() == ref.captured(board, player, s)
+
+
+def test_start_and_openings():
+    mover, opponent = start(1)
+    assert np.flatnonzero(to_squares(mover)[0]).tolist() == [28, 35]  # black: D5, E4
+    assert np.flatnonzero(to_squares(opponent)[0]).tolist() == [27, 36]  # white: D4, E5
+    first = np.flatnonzero(to_squares(legal_moves(mover, opponent))[0])
+    assert [square_name(s) for s in first] == ["C4", "D3", "E6", "F5"]
+    assert len(PLAYABLE) == 60 and not set(CENTRE) & set(PLAYABLE)
+    assert popcount(np.array([np.uint64(2**64 - 1), np.uint64(0), np.uint64(5)])).tolist() == [64, 0, 2]
+
+
+def test_a_forced_pass():
+    # White to move with no legal move: black's discs cannot be outflanked, so white passes and black moves again.
+    board = [0] * 64
+    board[0], board[1], board[2] = 1, 2, 0  # A1 black, A2 white, A3 empty
+    board[63] = 2  # H8 white
+    assert ref.legal(board, 2) == []
+    mover, opponent = np.array([_bits(board, 2)]), np.array([_bits(board, 1)])
+    assert int(legal_moves(mover, opponent)[0]) == 0
+    assert np.flatnonzero(to_squares(legal_moves(opponent, mover))[0]).tolist() == ref.legal(board, 1) == [2]
+
+
+def test_games_have_passes_and_early_ends():
+    games = random_games(2000, np.random.default_rng(1))
+    passes = (games.player[:, 1:] == games.player[:, :-1]) & (games.player[:, 1:] >= 0)
+    assert passes.any(), "2,000 random games should include a pass"
+    assert (games.length < 60).any() and (games.length == 60).mean() > 0.5
+    assert set(np.unique(games.moves[games.moves >= 0])) <= set(PLAYABLE)
+
+
+def test_random_games_are_reproducible_and_bad_sizes_raise():
+    a, b = random_games(5, np.random.default_rng(3)), random_games(5, np.random.default_rng(3))
+    assert np.array_equal(a.moves, b.moves) and np.array_equal(a.boards, b.boards)
+    with pytest.raises(ValueError, match="n must be an integer"):
+        random_games(0, np.random.default_rng(0))
+
+
+def test_readme_othello_example_runs():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("## Board games: Othello")[1].split("```python")[1].split("```")[0]
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["games"].boards.shape == (10_000, 61, 64)
+    assert [square_name(int(s)) for s in scope["games"].moves[0, :4]] == ["E6", "F4", "G3", "E7"]  # as printed there
