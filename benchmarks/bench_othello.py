@@ -1,4 +1,4 @@
-"""Random legal Othello games per second, with the board before every move.
+"""Random legal Othello games per second, with the board before every move, and with per-token labels.
 
 The anchor (DESIGN.md): othello_world's generator, ≈ 84 games/s per process; it is not installable, so the
 ratio is to that published number. Run: python benchmarks/bench_othello.py [--games 20000]
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from games.othello import random_games
+from games.othello import random_games, token_labels
 
 ANCHOR = 84.0  # othello_world, games/s per process (DESIGN.md)
 
@@ -24,11 +24,16 @@ def main() -> None:
     random_games(1000, rng)  # warm-up
     start = time.perf_counter()
     games = random_games(args.games, rng)
-    rate = args.games / (time.perf_counter() - start)
+    played = time.perf_counter()
+    labels = token_labels(games)
+    done = time.perf_counter()
     print(
-        f"{args.games} games, mean {games.length.mean():.1f} moves: {rate:,.0f} games/s on one thread "
-        f"({rate / ANCHOR:,.0f}x othello_world's {ANCHOR:.0f} games/s per process)"
+        f"{args.games} games, mean {games.length.mean():.1f} moves, one thread (anchor: othello_world {ANCHOR:.0f}/s)"
     )
+    for what, seconds in (("games and boards", played - start), ("+ 384 labels per token", done - start)):
+        rate = args.games / seconds
+        print(f"  {what:24s} {rate:9,.0f} games/s  {rate / ANCHOR:6,.0f}x")
+    print(f"  labels: {labels.nbytes / 1e9:.2f} GB of bools")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from groundtruth._checks import check_int
+from groundtruth.latents import TokenBatch
 
 _FULL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _COL_1 = np.uint64(0x0101_0101_0101_0101)  # column 1 (bit 0 of each row)
@@ -102,12 +104,16 @@ class Games:
     ``player [n, 60]``: who played each move (0 black, 1 white; -1 after the end), so a pass shows as
     the same player moving twice in a row. ``boards [n, 61, 64]``: the board before each move and after
     the last (0 empty, 1 black, 2 white); rows after the end repeat the final board.
-    ``length [n]``: moves played. ``score [n]``: black discs minus white discs at the end.
+    ``legal [n, 60]`` and ``flipped [n, 60]``: bitboards of the moves open to each move's player and of
+    the discs each move flipped (0 after the end). ``length [n]``: moves played. ``score [n]``: black
+    discs minus white discs at the end.
     """
 
     moves: np.ndarray
     player: np.ndarray
     boards: np.ndarray
+    legal: np.ndarray
+    flipped: np.ndarray
     length: np.ndarray
     score: np.ndarray
 
@@ -120,6 +126,8 @@ def random_games(n: int, rng: np.random.Generator) -> Games:
     moves = np.full((n, 60), -1, dtype=np.int64)
     player = np.full((n, 60), -1, dtype=np.int8)
     boards = np.zeros((n, 61, 64), dtype=np.int8)
+    legal_at = np.zeros((n, 60), dtype=np.uint64)
+    flipped_at = np.zeros((n, 60), dtype=np.uint64)
     length = np.zeros(n, dtype=np.int64)
     over = np.zeros(n, dtype=bool)
     rows = np.arange(n)
@@ -147,6 +155,7 @@ def random_games(n: int, rng: np.random.Generator) -> Games:
         new_mover = mover[lr] | placed | flipped
         new_opponent = opponent[lr] & ~flipped
         moves[lr, t], player[lr, t] = choice, turn[lr]
+        legal_at[lr, t], flipped_at[lr, t] = legal[live], flipped
         length[lr] += 1
         mover[lr], opponent[lr] = new_opponent, new_mover  # the other side moves next
         turn[lr] ^= 1
@@ -156,7 +165,62 @@ def random_games(n: int, rng: np.random.Generator) -> Games:
         done = length <= t
         boards[done, t + 1] = final[done]
     score = (final == 1).sum(1) - (final == 2).sum(1)
-    return Games(moves, player, boards, length, score.astype(np.int64))
+    return Games(moves, player, boards, legal_at, flipped_at, length, score.astype(np.int64))
+
+
+N_CTX = 59  # OthelloGPT's context: a model reads moves 1-59 and predicts moves 2-60
+PAD = 0
+_TOKEN = np.zeros(64, dtype=np.int64)
+_TOKEN[list(PLAYABLE)] = np.arange(1, 61)
+PROPERTIES = ("mine", "theirs", "empty", "legal", "flipped", "move")
+
+
+def tokenize(moves: np.ndarray) -> np.ndarray:
+    """Squares ``[n, 60]`` (-1 after the end) to OthelloGPT tokens: 1-60 for the playable squares in
+    order (A1 = 1, ..., H8 = 60, skipping the centre), 0 for padding; a vocabulary of 61."""
+    return np.where(moves >= 0, _TOKEN[np.clip(moves, 0, 63)], PAD)
+
+
+def detokenize(tokens: np.ndarray) -> np.ndarray:
+    """Tokens back to squares, -1 for padding."""
+    return np.where(tokens > 0, np.asarray(PLAYABLE + (0,))[np.clip(tokens - 1, 0, 60)], -1)
+
+
+def label_names() -> tuple[str, ...]:
+    """Names of the per-token labels, property-major: ``mine@A1`` ... ``move@H8`` (6 × 64)."""
+    return tuple(f"{prop}@{square_name(s)}" for prop in PROPERTIES for s in range(64))
+
+
+def token_labels(games: Games) -> np.ndarray:
+    """Per-token board properties ``[n, 60, 384]`` (bool, names from :func:`label_names`), each after
+    that token's move and for the player who moves next, passes respected: the side to move after a
+    pass is the side that just moved, not the one move parity names. When the game is over the
+    opponent of the last mover is used (and nothing is legal). Padding tokens get no labels.
+
+    ``mine``/``theirs``/``empty``: the board; ``legal``: squares the next player may take;
+    ``flipped``: discs this move flipped; ``move``: the square this move took.
+    """
+    n = len(games.moves)
+    live = np.arange(60)[None, :] < games.length[:, None]
+    following = np.concatenate([games.player[:, 1:], np.full((n, 1), -1, dtype=np.int8)], axis=1)
+    nxt = np.where(following >= 0, following, 1 - games.player).astype(np.int8)  # 0 black, 1 white
+    after = games.boards[:, 1:]  # [n, 60, 64]
+    mine = after == (nxt + 1)[..., None]
+    theirs = after == (2 - nxt)[..., None]
+    empty = after == 0
+    legal_next = np.concatenate([games.legal[:, 1:], np.zeros((n, 1), dtype=np.uint64)], axis=1)
+    move = np.zeros((n, 60, 64), dtype=bool)
+    rows, cols = np.nonzero(live)
+    move[rows, cols, games.moves[rows, cols]] = True
+    labels = np.concatenate([mine, theirs, empty, to_squares(legal_next), to_squares(games.flipped), move], axis=-1)
+    labels &= live[..., None]
+    return labels
+
+
+def token_batch(games: Games) -> TokenBatch:
+    """The games as a token source: tokens ``[n, 60]`` and their board labels (see :func:`token_labels`)."""
+    labels = token_labels(games)
+    return TokenBatch(torch.from_numpy(tokenize(games.moves)), torch.from_numpy(labels), label_names(), "binary")
 
 
 def _uniform_square(legal: np.ndarray, rng: np.random.Generator) -> np.ndarray:

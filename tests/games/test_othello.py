@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from games.othello import (
     CENTRE,
+    N_CTX,
     PLAYABLE,
+    detokenize,
     flips,
     legal_moves,
     popcount,
@@ -20,6 +22,9 @@ from games.othello import (
     square_name,
     start,
     to_squares,
+    token_batch,
+    token_labels,
+    tokenize,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -124,3 +129,46 @@ def test_readme_othello_example_runs():
     exec(code, scope)
     assert scope["games"].boards.shape == (10_000, 61, 64)
     assert [square_name(int(s)) for s in scope["games"].moves[0, :4]] == ["E6", "F4", "G3", "E7"]  # as printed there
+
+
+def reference_labels(games, g: int) -> np.ndarray:
+    """Labels of game ``g`` from the reference engine: after each move, for the player who moves next."""
+    board, player, out = ref.start(), 1, np.zeros((60, 6, 64), dtype=bool)
+    for t in range(int(games.length[g])):
+        if not ref.legal(board, player):
+            player = 3 - player
+        move = int(games.moves[g, t])
+        out[t, 4, ref.captured(board, player, move)] = True
+        out[t, 5, move] = True
+        board = ref.play(board, player, move)
+        nxt = 3 - player if ref.legal(board, 3 - player) or not ref.legal(board, player) else player
+        for s in range(64):
+            out[t, 0, s], out[t, 1, s], out[t, 2, s] = board[s] == nxt, board[s] == 3 - nxt, board[s] == 0
+        out[t, 3, ref.legal(board, nxt)] = True
+        player = 3 - player
+    return out.reshape(60, 384)
+
+
+def test_token_labels_match_the_reference_including_after_passes():
+    games = random_games(400, np.random.default_rng(5))
+    passes = (games.player[:, 1:] == games.player[:, :-1]) & (games.player[:, 1:] >= 0)
+    with_pass = np.flatnonzero(passes.any(1))
+    assert with_pass.size > 0
+    labels = token_labels(games)
+    for g in [*with_pass[:3], 0, 1]:
+        np.testing.assert_array_equal(labels[g], reference_labels(games, g), err_msg=f"game {g}")
+    live = np.arange(60)[None, :] < games.length[:, None]
+    board = labels.reshape(400, 60, 6, 64)[..., :3, :].sum(2)
+    assert (board[live] == 1).all() and not labels[~live].any()  # one of mine/theirs/empty per square
+
+
+def test_tokens_round_trip_and_token_batch():
+    games = random_games(50, np.random.default_rng(6))
+    tokens = tokenize(games.moves)
+    assert tokens.min() >= 0 and tokens.max() <= 60 and ((tokens == 0) == (games.moves < 0)).all()
+    np.testing.assert_array_equal(detokenize(tokens), games.moves)
+    assert tokenize(np.array([[0, 26, 29, 63, -1]])).tolist() == [[1, 27, 28, 60, 0]]  # A1, D3, D6, H8, pad
+    batch = token_batch(games)
+    assert batch.tokens.shape == (50, 60) and batch.latents.shape == (50, 60, 384) and batch.kind == "binary"
+    assert batch.names[0] == "mine@A1" and batch.names[-1] == "move@H8" and len(set(batch.names)) == 384
+    assert N_CTX == 59
