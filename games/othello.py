@@ -88,7 +88,7 @@ def flips(mover: np.ndarray, opponent: np.ndarray, move: np.ndarray) -> np.ndarr
 def to_squares(bits: np.ndarray) -> np.ndarray:
     """``[..., 64]`` booleans from ``[...]`` bitboards (square i is bit i)."""
     as_bytes = bits.astype("<u8").view(np.uint8).reshape(*bits.shape, 8)
-    return np.unpackbits(as_bytes, axis=-1, bitorder="little").astype(bool)
+    return np.unpackbits(as_bytes, axis=-1, bitorder="little").view(bool)  # 0/1 bytes are valid bools
 
 
 def popcount(bits: np.ndarray) -> np.ndarray:
@@ -205,16 +205,17 @@ def token_labels(games: Games) -> np.ndarray:
     following = np.concatenate([games.player[:, 1:], np.full((n, 1), -1, dtype=np.int8)], axis=1)
     nxt = np.where(following >= 0, following, 1 - games.player).astype(np.int8)  # 0 black, 1 white
     after = games.boards[:, 1:]  # [n, 60, 64]
-    mine = after == (nxt + 1)[..., None]
-    theirs = after == (2 - nxt)[..., None]
-    empty = after == 0
-    legal_next = np.concatenate([games.legal[:, 1:], np.zeros((n, 1), dtype=np.uint64)], axis=1)
-    move = np.zeros((n, 60, 64), dtype=bool)
+    labels = np.empty((n, 60, len(PROPERTIES), 64), dtype=bool)  # written in place: no 6 temporaries
+    np.equal(after, (nxt + 1)[..., None], out=labels[:, :, 0])
+    np.equal(after, (2 - nxt)[..., None], out=labels[:, :, 1])
+    np.equal(after, 0, out=labels[:, :, 2])
+    labels[:, :, 3] = to_squares(np.concatenate([games.legal[:, 1:], np.zeros((n, 1), dtype=np.uint64)], axis=1))
+    labels[:, :, 4] = to_squares(games.flipped)
+    labels[:, :, 5] = False
     rows, cols = np.nonzero(live)
-    move[rows, cols, games.moves[rows, cols]] = True
-    labels = np.concatenate([mine, theirs, empty, to_squares(legal_next), to_squares(games.flipped), move], axis=-1)
-    labels &= live[..., None]
-    return labels
+    labels[rows, cols, 5, games.moves[rows, cols]] = True
+    labels[~live] = False
+    return labels.reshape(n, 60, -1)
 
 
 def token_batch(games: Games) -> TokenBatch:
