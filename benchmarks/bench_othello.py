@@ -1,4 +1,4 @@
-"""Random legal Othello games per second, with the board before every move, and with per-token labels.
+"""Random legal Othello games per second (on torch's threads), with the board before every move, and with per-token labels.
 
 The anchor (DESIGN.md): othello_world's generator, ≈ 84 games/s per process; it is not installable, so the
 ratio is to that published number. Run: python benchmarks/bench_othello.py [--games 20000]
@@ -10,6 +10,7 @@ import argparse
 import time
 
 import numpy as np
+import torch
 
 from games.othello import random_games, token_labels
 
@@ -28,7 +29,8 @@ def main() -> None:
     labels = token_labels(games)
     done = time.perf_counter()
     print(
-        f"{args.games} games, mean {games.length.mean():.1f} moves, one thread (anchor: othello_world {ANCHOR:.0f}/s)"
+        f"{args.games} games, mean {games.length.mean():.1f} moves, {torch.get_num_threads()} threads "
+        f"(anchor: othello_world {ANCHOR:.0f}/s per process)"
     )
     for what, seconds in (("games and boards", played - start), ("+ 384 labels per token", done - start)):
         rate = args.games / seconds

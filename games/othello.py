@@ -12,12 +12,13 @@ a few dozen array operations for the whole batch instead of a Python loop per ga
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
 from groundtruth._checks import check_int
+from groundtruth._threads import map_threads
 from groundtruth.latents import TokenBatch
 
 _FULL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
@@ -118,9 +119,25 @@ class Games:
     score: np.ndarray
 
 
+CHUNK = 8192  # games drawn from one seeded generator; fixed, so results do not depend on threads
+
+
 def random_games(n: int, rng: np.random.Generator) -> Games:
-    """``n`` games of uniformly random legal moves (the OthelloGPT synthetic dataset's policy)."""
+    """``n`` games of uniformly random legal moves (the OthelloGPT synthetic dataset's policy).
+
+    Games are played in chunks of :data:`CHUNK`, each from its own generator seeded from ``rng``, on
+    torch's threads (NumPy releases the GIL): the same games on any number of threads.
+    """
     check_int("n", n)
+    starts = range(0, n, CHUNK)
+    seeds = rng.integers(0, 2**63 - 1, size=len(starts)).tolist()
+    parts = map_threads(lambda a, seed: _play(min(CHUNK, n - a), np.random.default_rng(seed)), starts, seeds)
+    if len(parts) == 1:
+        return parts[0]
+    return Games(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Games)))
+
+
+def _play(n: int, rng: np.random.Generator) -> Games:
     mover, opponent = start(n)
     turn = np.zeros(n, dtype=np.int8)  # 0: black to move
     moves = np.full((n, 60), -1, dtype=np.int64)
@@ -201,11 +218,22 @@ def token_labels(games: Games) -> np.ndarray:
     ``flipped``: discs this move flipped; ``move``: the square this move took.
     """
     n = len(games.moves)
+    labels = np.empty((n, 60, len(PROPERTIES), 64), dtype=bool)  # written in place: no temporaries
+    starts = range(0, n, CHUNK)
+    map_threads(lambda a: _fill_labels(_rows(games, slice(a, a + CHUNK)), labels[a : a + CHUNK]), starts)
+    return labels.reshape(n, 60, -1)
+
+
+def _rows(games: Games, rows: slice) -> Games:
+    return Games(*(getattr(games, f.name)[rows] for f in fields(Games)))
+
+
+def _fill_labels(games: Games, labels: np.ndarray) -> None:
+    n = len(games.moves)
     live = np.arange(60)[None, :] < games.length[:, None]
     following = np.concatenate([games.player[:, 1:], np.full((n, 1), -1, dtype=np.int8)], axis=1)
     nxt = np.where(following >= 0, following, 1 - games.player).astype(np.int8)  # 0 black, 1 white
     after = games.boards[:, 1:]  # [n, 60, 64]
-    labels = np.empty((n, 60, len(PROPERTIES), 64), dtype=bool)  # written in place: no 6 temporaries
     np.equal(after, (nxt + 1)[..., None], out=labels[:, :, 0])
     np.equal(after, (2 - nxt)[..., None], out=labels[:, :, 1])
     np.equal(after, 0, out=labels[:, :, 2])
@@ -215,7 +243,6 @@ def token_labels(games: Games) -> np.ndarray:
     rows, cols = np.nonzero(live)
     labels[rows, cols, 5, games.moves[rows, cols]] = True
     labels[~live] = False
-    return labels.reshape(n, 60, -1)
 
 
 def token_batch(games: Games) -> TokenBatch:
