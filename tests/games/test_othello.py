@@ -28,6 +28,7 @@ from games.othello import (
     token_labels,
     tokenize,
 )
+from games.strategies import othello_positions, othello_prefixes
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reference_othello as ref  # noqa: E402
@@ -191,3 +192,17 @@ def test_chunks_give_the_same_games_on_any_number_of_threads():
         np.testing.assert_array_equal(getattr(parallel, field), getattr(serial, field), err_msg=field)
     np.testing.assert_array_equal(labels_parallel, labels_serial)
     assert parallel.moves.shape == (CHUNK + 300, 60)
+
+
+@settings(max_examples=15, deadline=None)
+@given(position=othello_positions(), prefix=othello_prefixes())
+def test_strategies_draw_legal_positions_and_prefixes(position, prefix):
+    board, player = position
+    assert ref.legal(board.tolist(), player + 1), "the player about to move has a legal move"
+    moves, boards = prefix
+    assert len(boards) == len(moves) + 1 and boards[0].tolist() == ref.start()
+    for t, move in enumerate(moves):  # each board follows from the one before by one legal move
+        before, after = boards[t].tolist(), boards[t + 1].tolist()
+        assert any(int(move) in ref.legal(before, p) and ref.play(before, p, int(move)) == after for p in (1, 2)), (
+            f"move {t}"
+        )

@@ -1,0 +1,49 @@
+"""Hypothesis strategies for board games: random legal Othello games, game prefixes and positions.
+
+They live here rather than in :mod:`groundtruth.strategies` because imports only point down the
+layers (``groundtruth`` → ``games``). Like those, they are small by default and take strategies as
+arguments; Hypothesis is a test-time dependency (the ``dev`` extra).
+"""
+
+from __future__ import annotations
+
+try:
+    from hypothesis import strategies as st
+except ImportError as error:  # pragma: no cover - exercised only without the dev extra
+    raise ImportError("games.strategies needs Hypothesis: pip install hypothesis (or groundtruth[dev])") from error
+
+import numpy as np
+
+from games.othello import Games, random_games
+from groundtruth.strategies import seeds
+
+__all__ = ["othello_games", "othello_positions", "othello_prefixes"]
+
+
+@st.composite
+def othello_games(
+    draw, n_games: st.SearchStrategy[int] | None = None, seed: st.SearchStrategy[int] | None = None
+) -> Games:
+    """A batch of uniformly random legal games (1–4 by default), drawn from a seed."""
+    n = draw(n_games if n_games is not None else st.integers(1, 4))
+    return random_games(n, np.random.default_rng(draw(seed if seed is not None else seeds())))
+
+
+@st.composite
+def othello_prefixes(draw, games: st.SearchStrategy[Games] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first moves of one random game: ``(moves [t], boards [t + 1, 64])``, the boards before each
+    move and after the last (0 empty, 1 black, 2 white); ``t`` runs from 0 to the game's length."""
+    batch = draw(games if games is not None else othello_games(n_games=st.just(1)))
+    g = draw(st.integers(0, len(batch.moves) - 1))
+    t = draw(st.integers(0, int(batch.length[g])))
+    return batch.moves[g, :t].copy(), batch.boards[g, : t + 1].copy()
+
+
+@st.composite
+def othello_positions(draw, games: st.SearchStrategy[Games] | None = None) -> tuple[np.ndarray, int]:
+    """A position reached in a random game: ``(board [64], player)``, the board before a move and the
+    player about to make it (0 black, 1 white), passes respected."""
+    batch = draw(games if games is not None else othello_games(n_games=st.just(1)))
+    g = draw(st.integers(0, len(batch.moves) - 1))
+    t = draw(st.integers(0, int(batch.length[g]) - 1))
+    return batch.boards[g, t].copy(), int(batch.player[g, t])
