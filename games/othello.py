@@ -148,8 +148,9 @@ def _play(n: int, rng: np.random.Generator) -> Games:
     length = np.zeros(n, dtype=np.int64)
     over = np.zeros(n, dtype=bool)
     rows = np.arange(n)
+    end = 60
     for t in range(60):
-        boards[:, t] = _board(mover, opponent, turn)
+        boards[:, t] = _board(mover, opponent, turn)  # a finished game's discs no longer change
         legal = legal_moves(mover, opponent)
         stuck = legal == 0
         # A player without a move passes; if the other cannot move either, the game is over.
@@ -163,6 +164,7 @@ def _play(n: int, rng: np.random.Generator) -> Games:
             legal[passing] = other[other != 0]
         live = ~over
         if not live.any():
+            end = t
             break
         choice = _uniform_square(to_squares(legal[live]), rng)
         lr = rows[live]
@@ -177,10 +179,7 @@ def _play(n: int, rng: np.random.Generator) -> Games:
         mover[lr], opponent[lr] = new_opponent, new_mover  # the other side moves next
         turn[lr] ^= 1
     final = _board(mover, opponent, turn)
-    boards[:, 60] = final
-    for t in range(60):  # repeat the final board after each game's end
-        done = length <= t
-        boards[done, t + 1] = final[done]
+    boards[:, end:] = final[:, None]
     score = (final == 1).sum(1) - (final == 2).sum(1)
     return Games(moves, player, boards, legal_at, flipped_at, length, score.astype(np.int64))
 
