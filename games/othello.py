@@ -17,11 +17,12 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from games.bitboards import FULL as _FULL
+from games.bitboards import to_squares
 from groundtruth._checks import check_int
 from groundtruth._threads import map_threads
 from groundtruth.latents import TokenBatch
 
-_FULL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _COL_1 = np.uint64(0x0101_0101_0101_0101)  # column 1 (bit 0 of each row)
 _COL_8 = np.uint64(0x8080_8080_8080_8080)  # column 8
 _NOT_COL_1 = _FULL ^ _COL_1
@@ -84,17 +85,6 @@ def flips(mover: np.ndarray, opponent: np.ndarray, move: np.ndarray) -> np.ndarr
         flipped |= np.where(closed, run, np.uint64(0))
     occupied = (placed & (mover | opponent)) != 0
     return np.where(occupied, np.uint64(0), flipped)
-
-
-def to_squares(bits: np.ndarray) -> np.ndarray:
-    """``[..., 64]`` booleans from ``[...]`` bitboards (square i is bit i)."""
-    as_bytes = bits.astype("<u8").view(np.uint8).reshape(*bits.shape, 8)
-    return np.unpackbits(as_bytes, axis=-1, bitorder="little").view(bool)  # 0/1 bytes are valid bools
-
-
-def popcount(bits: np.ndarray) -> np.ndarray:
-    """Number of set bits per bitboard."""
-    return to_squares(bits).sum(-1)
 
 
 @dataclass(frozen=True)

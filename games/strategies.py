@@ -1,4 +1,4 @@
-"""Hypothesis strategies for board games: random legal Othello games, game prefixes and positions.
+"""Hypothesis strategies for board games: random legal Othello and chess games, game prefixes and positions.
 
 They live here rather than in :mod:`groundtruth.strategies` because imports only point down the
 layers (``groundtruth`` → ``games``). Like those, they are small by default and take strategies as
@@ -12,12 +12,21 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without the dev extra
     raise ImportError("games.strategies needs Hypothesis: pip install hypothesis (or groundtruth[dev])") from error
 
+import chess
 import numpy as np
 
+from games import chess as chess_engine
 from games.othello import Games, random_games
 from groundtruth.strategies import seeds
 
-__all__ = ["othello_games", "othello_positions", "othello_prefixes"]
+__all__ = [
+    "chess_games",
+    "chess_positions",
+    "chess_prefixes",
+    "othello_games",
+    "othello_positions",
+    "othello_prefixes",
+]
 
 
 @st.composite
@@ -47,3 +56,37 @@ def othello_positions(draw, games: st.SearchStrategy[Games] | None = None) -> tu
     g = draw(st.integers(0, len(batch.moves) - 1))
     t = draw(st.integers(0, int(batch.length[g]) - 1))
     return batch.boards[g, t].copy(), int(batch.player[g, t])
+
+
+@st.composite
+def chess_games(
+    draw,
+    n_games: st.SearchStrategy[int] | None = None,
+    max_plies: st.SearchStrategy[int] | None = None,
+    capture_weight: st.SearchStrategy[float] | None = None,
+    seed: st.SearchStrategy[int] | None = None,
+) -> chess_engine.Games:
+    """A batch of random legal chess games (1–3 games of up to 60 plies, uniform moves by default)."""
+    n = draw(n_games if n_games is not None else st.integers(1, 3))
+    plies = draw(max_plies if max_plies is not None else st.integers(1, 60))
+    weight = draw(capture_weight if capture_weight is not None else st.just(1.0))
+    return chess_engine.random_games(
+        n, np.random.default_rng(draw(seed if seed is not None else seeds())), plies, weight
+    )
+
+
+@st.composite
+def chess_prefixes(draw, games: st.SearchStrategy[chess_engine.Games] | None = None) -> list[str]:
+    """The first moves (UCI) of a random game, from none to all of them."""
+    batch = draw(games if games is not None else chess_games(n_games=st.just(1)))
+    g = draw(st.integers(0, len(batch) - 1))
+    return batch.uci(g)[: draw(st.integers(0, int(batch.length[g])))]
+
+
+@st.composite
+def chess_positions(draw, prefixes: st.SearchStrategy[list[str]] | None = None) -> chess.Board:
+    """A python-chess ``Board`` reached by random legal play (its move stack holds the game so far)."""
+    board = chess.Board()
+    for move in draw(prefixes if prefixes is not None else chess_prefixes()):
+        board.push_uci(move)
+    return board

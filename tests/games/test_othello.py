@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from games.bitboards import from_squares, popcount, to_squares
 from games.othello import (
     CENTRE,
     CHUNK,
@@ -19,11 +20,9 @@ from games.othello import (
     detokenize,
     flips,
     legal_moves,
-    popcount,
     random_games,
     square_name,
     start,
-    to_squares,
     token_batch,
     token_labels,
     tokenize,
@@ -96,7 +95,10 @@ def test_start_and_openings():
     first = np.flatnonzero(to_squares(legal_moves(mover, opponent))[0])
     assert [square_name(s) for s in first] == ["C4", "D3", "E6", "F5"]
     assert len(PLAYABLE) == 60 and not set(CENTRE) & set(PLAYABLE)
-    assert popcount(np.array([np.uint64(2**64 - 1), np.uint64(0), np.uint64(5)])).tolist() == [64, 0, 2]
+    bits = np.array([np.uint64(2**64 - 1), np.uint64(0), np.uint64(5), np.uint64(2**63)])
+    assert popcount(bits).tolist() == [64, 0, 2, 1]
+    assert (from_squares(to_squares(bits)) == bits).all()
+    assert np.flatnonzero(to_squares(bits)[3]).tolist() == [63]
 
 
 def test_a_forced_pass():
