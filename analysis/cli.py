@@ -69,6 +69,49 @@ def _beliefs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _games(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.generate is not None:
+        from games.datasets import write_shards
+
+        out = Path(args.out or f"groundtruth-games/{args.game}-data")
+        options = {} if args.game == "othello" else {"max_plies": args.max_plies, "capture_weight": args.capture_weight}
+        print(f"groundtruth games {args.game}: {args.generate:,} random games -> {out}/")
+        paths = write_shards(
+            args.game,
+            args.generate,
+            out,
+            shard_size=args.shard_size,
+            seed=args.seed,
+            progress=not args.no_progress,
+            **options,
+        )
+        print(f"{len(paths)} shards in {out}/ (games.datasets.read_shards reads them; a rerun resumes)")
+        print(f"total {time.perf_counter() - started:.0f} s")
+        return 0
+    if args.game == "chess":
+        raise ValueError(
+            "training and scoring a chess model is not built yet; `--generate N` writes chess games with "
+            "labels (games.chess), and `groundtruth games othello` runs the whole experiment"
+        )
+    from analysis.game_experiment import GameConfig, games_report, run_games
+
+    cfg = GameConfig(
+        model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, layer=args.layer, seed=args.seed
+    )
+    out = Path(args.out or f"groundtruth-games/othello-{cfg.model}")
+    print(f"groundtruth games othello: the {cfg.model} transformer, probes and SAEs -> {out}/")
+    results = run_games(cfg, out, progress=not args.no_progress)
+    print()
+    print(games_report(results))
+    print()
+    print(f"results:  {out / 'results.json'}")
+    print(f"figures:  {', '.join(sorted(p.name for p in out.glob('*.png')))} (and PDF) in {out}/")
+    print(f"model:    {out / 'model'}/, SAEs: {out / 'saes'}/ (a rerun with the same options reuses them)")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundtruth",
@@ -142,6 +185,43 @@ def build_parser() -> argparse.ArgumentParser:
     beliefs.add_argument("--out", help="output folder (default: groundtruth-beliefs/PROCESS-MODEL)")
     beliefs.add_argument("--no-progress", action="store_true", help="hide progress bars")
     beliefs.set_defaults(run=_beliefs)
+    from analysis.game_experiment import MODELS as GAME_MODELS
+    from analysis.game_experiment import GameConfig
+
+    game_defaults = GameConfig()
+    games = sub.add_parser(
+        "games",
+        help="generate Othello/chess datasets, or train an Othello model and score SAEs on its board",
+        description="With --generate N: write N random legal games in resumable shards. Otherwise (Othello): train "
+        "a transformer on random games (or load the one trained before with the same options), probe every layer "
+        "for mine/theirs/empty, train SAEs on the best layer of the trained and of a random-init model, and score "
+        "them, the MLP neurons and the probe by coverage and board reconstruction (Karvonen et al. 2024).",
+    )
+    games.add_argument("game", choices=("othello", "chess"), help="which game")
+    games.add_argument("--generate", type=int, metavar="N", help="write N random games and stop")
+    games.add_argument("--shard-size", type=int, default=100_000, help="games per shard file (default: %(default)s)")
+    games.add_argument("--max-plies", type=int, default=200, help="chess: ply cap per game (default: %(default)s)")
+    games.add_argument(
+        "--capture-weight", type=float, default=1.0, help="chess: weight of captures against other moves (default: 1)"
+    )
+    games.add_argument(
+        "--model",
+        choices=sorted(GAME_MODELS),
+        default=game_defaults.model,
+        help="size by name; paper = 8 layers x 512 (a GPU recipe), small = 4 x 128 (default: %(default)s)",
+    )
+    games.add_argument("--steps", type=int, default=game_defaults.steps, help="training steps (default: %(default)s)")
+    games.add_argument(
+        "--batch-size", type=int, default=game_defaults.batch_size, help="games per step (default: %(default)s)"
+    )
+    games.add_argument("--lr", type=float, default=game_defaults.lr, help="Adam learning rate (default: %(default)s)")
+    games.add_argument(
+        "--layer", type=int, default=-1, help="block whose resid_post the SAEs read (default: best probe)"
+    )
+    games.add_argument("--seed", type=int, default=0, help="seed for games, weights and splits (default: %(default)s)")
+    games.add_argument("--out", help="output folder (default: groundtruth-games/GAME-MODEL or GAME-data)")
+    games.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    games.set_defaults(run=_games)
     return parser
 
 

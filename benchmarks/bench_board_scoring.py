@@ -37,8 +37,10 @@ def main() -> None:
     games = random_games(args.games, np.random.default_rng(0))
     labels = torch.from_numpy(token_labels(games)[:, :N_CTX].reshape(-1, 384).copy())
     codes = topk_codes(len(labels), args.latents, args.k, torch.Generator().manual_seed(0))
-    print(f"{len(labels):,} positions x {args.latents:,} latents (L0 {args.k}) x {labels.shape[1]} properties "
-          f"x 11 thresholds, {torch.get_num_threads()} threads; budget {BUDGET:.0f} s")
+    print(
+        f"{len(labels):,} positions x {args.latents:,} latents (L0 {args.k}) x {labels.shape[1]} properties "
+        f"x 11 thresholds, {torch.get_num_threads()} threads; budget {BUDGET:.0f} s"
+    )
     start = time.perf_counter()
     cov = coverage(classifier_counts(codes, labels))
     counted = time.perf_counter()

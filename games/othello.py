@@ -12,6 +12,7 @@ a few dozen array operations for the whole batch instead of a Python loop per ga
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -185,6 +186,40 @@ def tokenize(moves: np.ndarray) -> np.ndarray:
     """Squares ``[n, 60]`` (-1 after the end) to OthelloGPT tokens: 1-60 for the playable squares in
     order (A1 = 1, ..., H8 = 60, skipping the centre), 0 for padding; a vocabulary of 61."""
     return np.where(moves >= 0, _TOKEN[np.clip(moves, 0, 63)], PAD)
+
+
+def training_batches(batch_size: int, seed: int = 0, *, soft: bool = False) -> Iterator:
+    """An endless stream of fresh random games for next-move training (fresh games every step: nothing
+    to overfit), in the forms :func:`toymodels.transformer.train_transformer` takes.
+
+    Hard targets: tokens ``[batch_size, 60]`` (inputs ``[:, :-1]``, a context of :data:`N_CTX` moves;
+    targets ``[:, 1:]``, the moves played, 0 after the end). Soft targets: ``(inputs [b, 59], probs
+    [b, 59, 61])``, the exact next-move distribution of uniformly random play, uniform over the legal
+    moves of the player who moves next (all mass on pad once the game is over): the same expected
+    gradient as sampled moves, without their noise.
+    """
+    check_int("batch_size", batch_size)
+    rng = np.random.default_rng(seed)
+    while True:
+        games = random_games(batch_size, rng)
+        tokens = torch.from_numpy(tokenize(games.moves))
+        if not soft:
+            yield tokens
+            continue
+        yield tokens[:, :N_CTX], torch.from_numpy(next_move_probs(games))
+
+
+def next_move_probs(games: Games) -> np.ndarray:
+    """``[n, 59, 61]`` float32: after each of the first :data:`N_CTX` moves, the distribution of the next
+    token under uniformly random play (uniform over the next player's legal moves; pad when it is over)."""
+    n = len(games.moves)
+    legal = to_squares(games.legal[:, 1 : N_CTX + 1])[..., list(PLAYABLE)]  # [n, 59, 60] by token 1..60
+    over = np.arange(1, N_CTX + 1)[None, :] >= games.length[:, None]
+    probs = np.zeros((n, N_CTX, 61), dtype=np.float32)
+    probs[..., 1:] = legal
+    probs[..., 0] = over
+    probs[over, 1:] = 0
+    return probs / probs.sum(-1, keepdims=True)
 
 
 def detokenize(tokens: np.ndarray) -> np.ndarray:

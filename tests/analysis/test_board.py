@@ -278,3 +278,14 @@ def test_linear_probe_reads_a_planted_board_and_not_a_shuffled_one() -> None:
     assert 0.25 < chance.accuracy < 0.42
     with pytest.raises(ValueError, match="train_classes"):
         linear_probe(features, classes + 5, features, classes, 3)
+
+
+def test_readme_board_example_runs() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("## Board metrics")[1].split("```python")[1].split("```")[0]
+    scope: dict = {}
+    exec(code, scope)
+    report = scope["report"]
+    assert round(report.coverage.value, 2) == 0.41 and round(report.reconstruction.f1, 2) == 0.0  # as printed there

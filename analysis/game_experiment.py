@@ -1,0 +1,298 @@
+"""`groundtruth games othello`: train a transformer on random Othello games and score SAEs on its board.
+
+Reproduces the setting of Karvonen et al. (2024) on OthelloGPT-style data (Li et al. 2023; Nanda et al.
+2023): a transformer learns to predict the next move of uniformly random legal games; a linear probe per
+square reads mine/theirs/empty from each layer; SAEs trained on the best layer's residual stream are
+scored as board-property classifiers (coverage and board reconstruction, :mod:`analysis.board`), next to
+three baselines scored the same way: SAEs on the same architecture at random initialisation, the raw MLP
+neurons of that layer, and the probe itself. Everything lands in one folder: the model, the SAEs,
+``results.json`` and the figures; a rerun with the same config loads the trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from analysis.board import BoardReport, game_split, linear_probe, score_board, square_classes
+from analysis.recovery import VARIANTS
+from games import othello
+from groundtruth._checks import check_int, check_real
+from toymodels.atomic import write_text_atomic
+from toymodels.sae import SAEConfig, load_sae, make_sae, save_sae
+from toymodels.train import TrainConfig, train_sae
+from toymodels.transformer import (
+    HookedTransformer,
+    TransformerConfig,
+    load_transformer,
+    next_token_loss,
+    save_transformer,
+    train_transformer,
+)
+
+logger = logging.getLogger(__name__)
+
+# Sizes by name. "paper" is OthelloGPT's and the board-game SAE paper's 8 layers × 512 (a GPU recipe).
+MODELS: dict[str, dict[str, int]] = {
+    "paper": {"n_layers": 8, "d_model": 512, "n_heads": 8, "d_mlp": 2048},
+    "small": {"n_layers": 4, "d_model": 128, "n_heads": 4, "d_mlp": 512},
+    "tiny": {"n_layers": 2, "d_model": 32, "n_heads": 2, "d_mlp": 128},
+}
+BOARD = ("mine", "theirs", "empty")
+
+
+@dataclass(frozen=True)
+class GameConfig:
+    """One board-game experiment; the JSON of this config identifies its output folder.
+
+    ``saes``: (variant, sparsity knob) pairs, each trained on the trained model and on the random-init
+    one (the knob is ``k`` for TopK-style SAEs, else the sparsity coefficient). ``layer``: the block
+    whose ``hook_resid_post`` the SAEs read; -1 picks the layer where the probe is best. ``soft``: train
+    on the exact next-move distribution of random play instead of the move played (same expected
+    gradient, less noise: fewer games for the same model).
+    """
+
+    model: str = "small"
+    steps: int = 4000
+    batch_size: int = 128
+    lr: float = 2e-3
+    soft: bool = True  # train on the exact next-move distribution (uniform over legal moves), not sampled moves
+    eval_games: int = 2000
+    sae_games: int = 4000
+    sae_width: int = 1024
+    sae_steps: int = 2000
+    saes: tuple[tuple[str, float], ...] = (("topk", 8), ("topk", 32), ("batchtopk", 16), ("standard", 3.0))
+    layer: int = -1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        for name in ("steps", "batch_size", "sae_games", "sae_width", "sae_steps"):
+            check_int(name, getattr(self, name))
+        check_int("eval_games", self.eval_games, 4)
+        check_int("seed", self.seed, minimum=0)
+        check_int("layer", self.layer, minimum=-1)
+        if self.layer >= MODELS[self.model]["n_layers"]:
+            raise ValueError(f"layer must be < n_layers = {MODELS[self.model]['n_layers']}, got {self.layer}")
+        check_real("lr", self.lr, 0.0, low_open=True)
+        for variant, knob in self.saes:
+            if variant not in VARIANTS:
+                raise ValueError(f"saes: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+            check_real(f"saes: {variant} knob", knob, 0.0, low_open=True)
+
+    def transformer(self) -> TransformerConfig:
+        return TransformerConfig(**MODELS[self.model], n_ctx=othello.N_CTX, d_vocab=61, seed=self.seed)
+
+    def train(self) -> TrainConfig:
+        return TrainConfig(
+            steps=self.steps,
+            lr=self.lr,
+            betas=(0.9, 0.98),
+            warmup_steps=min(100, self.steps // 10),
+            checkpoint_every=max(1, self.steps // 10),
+        )
+
+    def sae(self, variant: str, knob: float, d_in: int) -> SAEConfig:
+        value = int(knob) if VARIANTS[variant] == "k" else float(knob)
+        return SAEConfig(variant, d_in, self.sae_width, seed=self.seed, **{VARIANTS[variant]: value})
+
+
+@dataclass(frozen=True)
+class EvalGames:
+    """Held-out games: model inputs ``[n, 59]``, next-move targets ``[n, 59]`` and labels ``[n, 59, 384]``
+    after each input move (for the player who moves next)."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    labels: torch.Tensor
+    names: tuple[str, ...]
+
+    @classmethod
+    def draw(cls, n: int, seed: int) -> EvalGames:
+        batch = othello.token_batch(othello.random_games(n, np.random.default_rng(seed)))
+        tokens = batch.tokens
+        return cls(tokens[:, : othello.N_CTX], tokens[:, 1:], batch.latents[:, : othello.N_CTX], batch.names)
+
+
+def legal_move_rate(logits: torch.Tensor, games: EvalGames) -> float:
+    """Fraction of top-1 predictions that are legal next moves, over positions where the game goes on
+    (a position with no legal move is the end of the game)."""
+    legal = games.labels[..., [games.names.index(f"legal@{othello.square_name(s)}") for s in range(64)]]
+    going = legal.any(-1)
+    top = logits.argmax(-1)
+    square = torch.as_tensor(othello.detokenize(top.numpy()))
+    ok = (square >= 0) & legal.gather(-1, square.clamp(min=0)[..., None])[..., 0]
+    return float((ok & going).sum() / going.sum())
+
+
+def activations(model: HookedTransformer, inputs: torch.Tensor, hooks: list[str], batch: int = 256) -> tuple:
+    """Logits and the activations at ``hooks`` for all inputs, in batches, without gradients."""
+    logits, acts = [], {h: [] for h in hooks}
+    with torch.no_grad():
+        for a in range(0, len(inputs), batch):
+            out, cache = model.run_with_cache(inputs[a : a + batch].to(model.device), names=hooks)
+            logits.append(out.cpu())
+            for h in hooks:
+                acts[h].append(cache[h].cpu())
+    return torch.cat(logits), {h: torch.cat(v) for h, v in acts.items()}
+
+
+def probe_layers(acts: dict[str, torch.Tensor], games: EvalGames, seed: int) -> dict[str, list[float]]:
+    """Held-out mine/theirs/empty accuracy per square (A1 … H8) of a linear probe on each hook,
+    fitted on half the games and scored on the other half."""
+    classes = square_classes(games.labels, games.names, BOARD)
+    held = game_split(len(classes), 0.5, seed)
+    out = {}
+    for hook, x in acts.items():
+        fit, test = (
+            (x[~held].flatten(0, 1), classes[~held].flatten(0, 1)),
+            (x[held].flatten(0, 1), classes[held].flatten(0, 1)),
+        )
+        probe = linear_probe(*fit, *test, 3)
+        out[hook] = probe.per_square.tolist()
+        logger.info("probe on %s: %.4f", hook, probe.accuracy)
+    return out
+
+
+def resid(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def _board_row(report: BoardReport, all_properties: BoardReport | None = None) -> dict:
+    row = report.summary()
+    row["reconstruction_by_position"] = report.reconstruction.per_position.tolist()
+    row["f1_by_property"] = report.property_f1()
+    if all_properties is not None:
+        row["coverage_all_properties"] = all_properties.coverage.value
+    return row
+
+
+def _score(features: torch.Tensor, games: EvalGames, seed: int) -> dict:
+    board = score_board(features, games.labels, games.names, properties=BOARD, seed=seed)
+    everything = score_board(features, games.labels, games.names, seed=seed)
+    return _board_row(board, everything)
+
+
+def _sae(model: HookedTransformer, hook: str, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool):
+    """Train (or load) one SAE on ``hook`` over fresh games; the random-init twin gets its own folder."""
+    if (path / "cfg.json").exists():
+        return load_sae(path)
+    inputs = EvalGames.draw(cfg.sae_games, cfg.seed + 2).inputs
+    acts = activations(model, inputs, [hook])[1][hook].flatten(0, 1)
+    g = torch.Generator().manual_seed(cfg.seed + 3)
+
+    def batches():
+        while True:
+            yield acts[torch.randint(len(acts), (1024,), generator=g)]
+
+    sae = make_sae(cfg.sae(variant, knob, acts.shape[1]))
+    train_sae(sae, batches(), TrainConfig(steps=cfg.sae_steps, lr=1e-3), progress=progress)
+    save_sae(sae, path)
+    return sae
+
+
+def _codes(sae, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([sae.encode(c).float() for c in x.flatten(0, 1).split(65_536)]).reshape(*x.shape[:2], -1)
+
+
+def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
+    """Train (or load) the Othello model, probe every layer, train and score the SAEs and baselines,
+    write ``results.json`` and the figures. A folder holding another config is refused, or with
+    ``replace`` emptied first."""
+    out = Path(out_dir)
+    saved = out / "config.json"
+    if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(asdict(cfg))):
+        if not replace:
+            raise ValueError(f"{str(out)!r} holds a run with a different config ({saved}); choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, json.dumps(asdict(cfg), indent=1))
+    tcfg = cfg.transformer()
+    started = time.perf_counter()
+    if (out / "model").exists():
+        model, minutes = load_transformer(out / "model"), None
+    else:
+        model = HookedTransformer(tcfg)
+        batches = othello.training_batches(cfg.batch_size, seed=cfg.seed + 1, soft=cfg.soft)
+        train_transformer(model, batches, cfg.train(), checkpoint_dir=out / "checkpoints", progress=progress)
+        minutes = (time.perf_counter() - started) / 60
+        save_transformer(model, out / "model")
+    untrained = HookedTransformer(tcfg)
+    games = EvalGames.draw(cfg.eval_games, cfg.seed + 1_000_003)
+    hooks = ["blocks.0.hook_resid_pre"] + [resid(layer) for layer in range(tcfg.n_layers)]
+    results: dict = {"config": asdict(cfg), "transformer": tcfg.to_dict(), "train_minutes": minutes}
+    for name, net in (("trained", model), ("untrained", untrained)):
+        logits, acts = activations(net, games.inputs, hooks)
+        going = games.targets > 0
+        loss = float(next_token_loss(logits[going][None], games.targets[going][None]))
+        results[name] = {"loss": loss, "legal_move_rate": legal_move_rate(logits, games)}
+        per_square = probe_layers(acts, games, cfg.seed)
+        results[name]["probe"] = {h: float(np.mean(v)) for h, v in per_square.items()}
+        results[name]["probe_by_square"] = per_square
+    probes = results["trained"]["probe"]
+    layer = cfg.layer if cfg.layer >= 0 else max(range(tcfg.n_layers), key=lambda i: probes[resid(i)])
+    hook = resid(layer)
+    results["layer"], results["hook"] = layer, hook
+    # A probe picks one class per square, so its board F1 (pooled over squares) equals its accuracy.
+    results["probe_board_f1"] = {name: results[name]["probe"][hook] for name in ("trained", "untrained")}
+    results["saes"] = []
+    for name, net in (("trained", model), ("untrained", untrained)):
+        _, acts = activations(net, games.inputs, [hook, f"blocks.{layer}.mlp.hook_post"])
+        results[name]["neurons"] = _score(acts[f"blocks.{layer}.mlp.hook_post"], games, cfg.seed)
+        for variant, knob in cfg.saes:
+            sae = _sae(net, hook, cfg, variant, knob, out / "saes" / f"{name}-{variant}-{knob:g}", progress)
+            codes = _codes(sae, acts[hook])
+            row = {"model": name, "variant": variant, "knob": knob, "l0": float((codes != 0).sum(-1).float().mean())}
+            results["saes"].append({**row, **_score(codes, games, cfg.seed)})
+            logger.info("%s %s %g: %s", name, variant, knob, results["saes"][-1]["reconstruction_f1"])
+    results["seconds"] = time.perf_counter() - started
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1))
+    from analysis.game_figures import make_game_figures  # matplotlib: only here
+
+    make_game_figures(out, results)
+    return results
+
+
+def games_report(results: dict) -> str:
+    """Plain-text tables of a :func:`run_games` result."""
+    t, u = results["trained"], results["untrained"]
+    hook = results["hook"]
+    minutes = results["train_minutes"]
+    lines = [
+        f"Othello, {results['transformer']['n_layers']} layers x {results['transformer']['d_model']}"
+        + ("" if minutes is None else f", trained in {minutes:.1f} min"),
+        f"next-move loss {t['loss']:.4f} nats (random init {u['loss']:.4f}); legal-move rate {t['legal_move_rate']:.4f} "
+        f"(random init {u['legal_move_rate']:.4f})",
+        "",
+        "linear probe, mine/theirs/empty accuracy (held-out games): "
+        + "  ".join(
+            f"{h.split('.')[1] if h != 'blocks.0.hook_resid_pre' else 'embed'}:{acc:.3f}"
+            for h, acc in t["probe"].items()
+        ),
+        f"SAEs read {hook}; board = mine/theirs/empty on 64 squares; held-out games",
+        "",
+        f"{'features':28s} {'model':>9} {'L0':>7} {'coverage':>9} {'board F1':>9} {'cov. (all)':>10}",
+    ]
+    for row in results["saes"]:
+        lines.append(
+            f"{row['variant'] + ' ' + format(row['knob'], 'g'):28s} {row['model']:>9} {row['l0']:7.1f} "
+            f"{row['coverage']:9.3f} {row['reconstruction_f1']:9.3f} {row['coverage_all_properties']:10.3f}"
+        )
+    for name in ("trained", "untrained"):
+        n = results[name]["neurons"]
+        lines.append(
+            f"{'MLP neurons':28s} {name:>9} {'':>7} {n['coverage']:9.3f} {n['reconstruction_f1']:9.3f} "
+            f"{n['coverage_all_properties']:10.3f}"
+        )
+    for name, acc in results["probe_board_f1"].items():
+        lines.append(f"{'linear probe (F1 = accuracy)':28s} {name:>9} {'':>7} {'':>9} {acc:9.3f}")
+    return "\n".join(lines)
