@@ -12,20 +12,26 @@ from pathlib import Path
 def _demo(args: argparse.Namespace) -> int:
     from analysis.belief_experiment import belief_report
     from analysis.demo import run_demo
+    from analysis.game_experiment import games_report
     from analysis.recovery import scoreboard
 
     out = Path(args.out)
     started = time.perf_counter()
-    print(f"groundtruth demo: the SAE family on two sources with known features, then Mess3 beliefs -> {out}/")
-    rows, beliefs = run_demo(out, seed=args.seed, quick=args.quick, progress=not args.no_progress)
+    print(
+        f"groundtruth demo: the SAE family on two sources with known features, Mess3 beliefs, Othello boards -> {out}/"
+    )
+    rows, beliefs, othello = run_demo(out, seed=args.seed, quick=args.quick, progress=not args.no_progress)
     print()
     print(scoreboard(rows))
     print()
     print(belief_report(beliefs))
     print()
-    print(f"results:  {out / 'results.json'}, {out / 'beliefs' / 'results.json'}")
+    print(games_report(othello))
+    print()
+    print(f"results:  {out / 'results.json'}, {out / 'beliefs' / 'results.json'}, {out / 'othello' / 'results.json'}")
     print(f"figures:  {', '.join(sorted(p.name for p in out.glob('*.png')))} (and PDF) in {out}/")
-    print(f"          {', '.join(sorted(p.name for p in (out / 'beliefs').glob('*.png')))} in {out / 'beliefs'}/")
+    for sub in ("beliefs", "othello"):
+        print(f"          {', '.join(sorted(p.name for p in (out / sub).glob('*.png')))} in {out / sub}/")
     print(f"SAEs:     {out / 'saes'}/ (SAELens layout: SAE.load_from_disk works on each folder)")
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0

@@ -4,7 +4,8 @@ Sources: the `synthsaebench-small` sparse feature model, and the hidden layer of
 superposition (40 features squeezed into 10 dimensions). Every variant is trained on each, scored
 against the true directions and codes, and the results, SAEs and figures are written to one folder.
 Then a small transformer learns Mess3 and its residual stream is regressed to the exact beliefs
-(`groundtruth beliefs` with a small model, in ``beliefs/``). The sizes are chosen to finish within a
+(`groundtruth beliefs` with a small model, in ``beliefs/``), and a small transformer learns Othello,
+whose board is read by probes and SAEs (`groundtruth games othello`, shortened, in ``othello/``). The sizes are chosen to finish within a
 few minutes on a 2-core CPU; `benchmarks/` and `groundtruth beliefs` hold the full-size versions.
 """
 
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from analysis.belief_experiment import BeliefConfig, run_beliefs
 from analysis.figures import cosine_heatmaps, ordered_cosines, recovery_vs_l0
+from analysis.game_experiment import GameConfig, run_games
 from analysis.recovery import VARIANTS, RecoveryRow, load_rows, run_variant, save_rows, scoreboard
 from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import SAEConfig, load_sae
@@ -80,6 +82,17 @@ TOY = SourcePlan(
 BELIEFS = BeliefConfig(
     process="mess3", model="small", steps=1500, batch_size=256, lr=3e-3, snapshots=4, shuffles=20, sae_width=64, sae_k=3
 )
+# Othello on the small transformer for 500 steps (64k games, ~3 min on 2 cores): far from the full run's
+# legal-move rate, but the board already separates the trained model's SAEs from the random-init ones.
+GAMES = GameConfig(
+    model="small",
+    steps=500,
+    eval_games=1000,
+    sae_games=1000,
+    sae_width=512,
+    sae_steps=600,
+    saes=(("topk", 8), ("topk", 32)),
+)
 TOY_MODEL = ToyModelConfig(
     n_features=40, d_hidden=10, feature_probability=0.05, importance_decay=1.0, steps=2000, batch_size=1024, lr=1e-2
 )
@@ -93,9 +106,9 @@ def sae_config(plan: SourcePlan, variant: str, knob: float, d_in: int, seed: int
 
 def run_demo(
     out_dir: Path, *, seed: int = 0, quick: bool = False, progress: bool = True
-) -> tuple[list[RecoveryRow], dict]:
-    """Train, score and plot; returns the scoreboard rows and the belief-geometry results. ``quick``
-    shrinks everything (for tests)."""
+) -> tuple[list[RecoveryRow], dict, dict]:
+    """Train, score and plot; returns the scoreboard rows, the belief-geometry results and the Othello
+    results. ``quick`` shrinks everything (for tests)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scale = 0.05 if quick else 1.0  # quick: a smoke test of every code path, not a result
@@ -136,7 +149,12 @@ def run_demo(
     beliefs = replace(BELIEFS, seed=seed) if not quick else replace(BELIEFS, seed=seed, n_ctx=4, steps=30, snapshots=2)
     logger.info("training a small transformer on Mess3")
     # replace: an earlier demo with other options leaves a model that does not apply
-    return rows, run_beliefs(beliefs, out_dir / "beliefs", progress=progress, replace=True)
+    belief_results = run_beliefs(beliefs, out_dir / "beliefs", progress=progress, replace=True)
+    games = replace(GAMES, seed=seed)
+    if quick:
+        games = replace(games, model="tiny", steps=10, eval_games=16, sae_games=16, sae_width=32, sae_steps=10)
+    logger.info("training a small transformer on Othello")
+    return rows, belief_results, run_games(games, out_dir / "othello", progress=progress, replace=True)
 
 
 def make_figures(out_dir: Path) -> list[Path]:

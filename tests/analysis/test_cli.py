@@ -53,6 +53,10 @@ def test_quick_demo_writes_scoreboard_results_saes_and_figures(tmp_path, capsys)
     assert beliefs["config"]["process"] == "mess3" and "expected loss" in printed and "true beliefs" in printed
     for stem in ("simplex", "mse_per_layer", "emergence", "emergence_simplex"):
         assert (out / "beliefs" / f"{stem}.png").exists()
+    othello = json.loads((out / "othello" / "results.json").read_text())
+    assert {r["model"] for r in othello["saes"]} == {"trained", "untrained"} and "legal-move rate" in printed
+    for stem in ("frontier", "probe_by_square", "latent_f1_by_square"):
+        assert (out / "othello" / f"{stem}.png").exists()
     # A rerun with another seed replaces the belief run instead of refusing the folder.
     assert main(["demo", "--quick", "--no-progress", "--seed", "1", "--out", str(out)]) == 0
     assert json.loads((out / "beliefs" / "config.json").read_text())["seed"] == 1
