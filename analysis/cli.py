@@ -95,18 +95,20 @@ def _games(args: argparse.Namespace) -> int:
         print(f"{len(paths)} shards in {out}/ (games.datasets.read_shards reads them; a rerun resumes)")
         print(f"total {time.perf_counter() - started:.0f} s")
         return 0
-    if args.game == "chess":
-        raise ValueError(
-            "training and scoring a chess model is not built yet; `--generate N` writes chess games with "
-            "labels (games.chess), and `groundtruth games othello` runs the whole experiment"
-        )
     from analysis.game_experiment import GameConfig, games_report, run_games
 
     cfg = GameConfig(
-        model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, layer=args.layer, seed=args.seed
+        game=args.game,
+        model=args.model,
+        max_plies=args.max_plies,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        layer=args.layer,
+        seed=args.seed,
     )
-    out = Path(args.out or f"groundtruth-games/othello-{cfg.model}")
-    print(f"groundtruth games othello: the {cfg.model} transformer, probes and SAEs -> {out}/")
+    out = Path(args.out or f"groundtruth-games/{cfg.game}-{cfg.model}")
+    print(f"groundtruth games {cfg.game}: the {cfg.model} transformer, probes and SAEs -> {out}/")
     results = run_games(cfg, out, progress=not args.no_progress)
     print()
     print(games_report(results))
@@ -197,16 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     game_defaults = GameConfig()
     games = sub.add_parser(
         "games",
-        help="generate Othello/chess datasets, or train an Othello model and score SAEs on its board",
-        description="With --generate N: write N random legal games in resumable shards. Otherwise (Othello): train "
-        "a transformer on random games (or load the one trained before with the same options), probe every layer "
-        "for mine/theirs/empty, train SAEs on the best layer of the trained and of a random-init model, and score "
-        "them, the MLP neurons and the probe by coverage and board reconstruction (Karvonen et al. 2024).",
+        help="generate Othello/chess datasets, or train a game model and score SAEs on its board",
+        description="With --generate N: write N random legal games in resumable shards. Otherwise: train a "
+        "transformer on random games (or load the one trained before with the same options), probe every layer "
+        "for the board (Othello: mine/theirs/empty; chess, on UCI move tokens: the piece on each square), train "
+        "SAEs on the best layer of the trained and of a random-init model, and score them, the MLP neurons and the "
+        "probe by coverage and board reconstruction (Karvonen et al. 2024).",
     )
     games.add_argument("game", choices=("othello", "chess"), help="which game")
     games.add_argument("--generate", type=int, metavar="N", help="write N random games and stop")
     games.add_argument("--shard-size", type=int, default=100_000, help="games per shard file (default: %(default)s)")
-    games.add_argument("--max-plies", type=int, default=200, help="chess: ply cap per game (default: %(default)s)")
+    games.add_argument(
+        "--max-plies", type=int, default=100, help="chess: ply cap per game, the model's context (default: %(default)s)"
+    )
     games.add_argument(
         "--capture-weight", type=float, default=1.0, help="chess: weight of captures against other moves (default: 1)"
     )

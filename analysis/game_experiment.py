@@ -1,11 +1,12 @@
-"""`groundtruth games othello`: train a transformer on random Othello games and score SAEs on its board.
+"""`groundtruth games othello|chess`: train a transformer on random games and score SAEs on its board.
 
 Reproduces the setting of Karvonen et al. (2024) on OthelloGPT-style data (Li et al. 2023; Nanda et al.
 2023): a transformer learns to predict the next move of uniformly random legal games; a linear probe per
 square reads mine/theirs/empty from each layer; SAEs trained on the best layer's residual stream are
 scored as board-property classifiers (coverage and board reconstruction, :mod:`analysis.board`), next to
 three baselines scored the same way: SAEs on the same architecture at random initialisation, the raw MLP
-neurons of that layer, and the probe itself. Everything lands in one folder: the model, the SAEs,
+neurons of that layer, and the probe itself. Chess runs the same way on UCI move tokens (one token per
+move; the board is the piece on each square, 13 classes). Everything lands in one folder: the model, the SAEs,
 ``results.json`` and the figures; a rerun with the same config loads the trained model.
 """
 
@@ -15,6 +16,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import torch
 
 from analysis.board import BoardReport, game_split, linear_probe, score_board, square_classes
 from analysis.recovery import VARIANTS
-from games import othello
+from games import chess, othello
 from groundtruth._checks import check_int, check_real
 from toymodels.atomic import write_text_atomic
 from toymodels.sae import SAEConfig, load_sae, make_sae, save_sae
@@ -45,7 +47,6 @@ MODELS: dict[str, dict[str, int]] = {
     "small": {"n_layers": 4, "d_model": 128, "n_heads": 4, "d_mlp": 512},
     "tiny": {"n_layers": 2, "d_model": 32, "n_heads": 2, "d_mlp": 128},
 }
-BOARD = ("mine", "theirs", "empty")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,9 @@ class GameConfig:
     gradient, less noise: fewer games for the same model).
     """
 
+    game: str = "othello"
     model: str = "small"
+    max_plies: int = 100  # chess: plies per game, the model's context (UCI tokens, one per move)
     steps: int = 4000
     batch_size: int = 128
     lr: float = 2e-3
@@ -73,9 +76,11 @@ class GameConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.game not in ("othello", "chess"):
+            raise ValueError(f"game must be 'othello' or 'chess', got {self.game!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
-        for name in ("steps", "batch_size", "sae_games", "sae_width", "sae_steps"):
+        for name in ("max_plies", "steps", "batch_size", "sae_games", "sae_width", "sae_steps"):
             check_int(name, getattr(self, name))
         check_int("eval_games", self.eval_games, 4)
         check_int("seed", self.seed, minimum=0)
@@ -88,8 +93,23 @@ class GameConfig:
                 raise ValueError(f"saes: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
             check_real(f"saes: {variant} knob", knob, 0.0, low_open=True)
 
+    @property
+    def n_ctx(self) -> int:
+        return othello.N_CTX if self.game == "othello" else self.max_plies
+
+    @property
+    def board(self) -> tuple[str, ...]:
+        """The classes, one per square, that the probe reads and board reconstruction scores."""
+        return ("mine", "theirs", "empty") if self.game == "othello" else chess.PIECE_CLASSES
+
     def transformer(self) -> TransformerConfig:
-        return TransformerConfig(**MODELS[self.model], n_ctx=othello.N_CTX, d_vocab=61, seed=self.seed)
+        d_vocab = 61 if self.game == "othello" else len(chess.UCI_VOCAB)
+        return TransformerConfig(**MODELS[self.model], n_ctx=self.n_ctx, d_vocab=d_vocab, seed=self.seed)
+
+    def batches(self) -> Iterator:
+        if self.game == "othello":
+            return othello.training_batches(self.batch_size, seed=self.seed + 1, soft=self.soft)
+        return chess.training_batches(self.batch_size, self.max_plies, seed=self.seed + 1, soft=self.soft)
 
     def train(self) -> TrainConfig:
         return TrainConfig(
@@ -107,30 +127,46 @@ class GameConfig:
 
 @dataclass(frozen=True)
 class EvalGames:
-    """Held-out games: model inputs ``[n, 59]``, next-move targets ``[n, 59]`` and labels ``[n, 59, 384]``
-    after each input move (for the player who moves next)."""
+    """Held-out games: model inputs ``[n, t]``, next-move targets ``[n, t]``, labels ``[n, t, K]`` of the
+    position each input token leaves (for the player who moves next), and the legal next tokens as sorted
+    keys ``position × d_vocab + token`` (position = game × t + index)."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     labels: torch.Tensor
     names: tuple[str, ...]
+    legal: torch.Tensor
+    d_vocab: int
 
     @classmethod
-    def draw(cls, n: int, seed: int) -> EvalGames:
-        batch = othello.token_batch(othello.random_games(n, np.random.default_rng(seed)))
+    def draw(cls, cfg: GameConfig, n: int, seed: int) -> EvalGames:
+        rng = np.random.default_rng(seed)
+        t = cfg.n_ctx
+        if cfg.game == "othello":
+            games = othello.random_games(n, rng)
+            batch = othello.token_batch(games)
+            legal = othello.to_squares(games.legal[:, 1 : t + 1])  # the next player's moves after each input
+            g, i, square = np.nonzero(legal)
+            token, d_vocab = othello.tokenize(square), 61
+        else:
+            games = chess.random_games(n, rng, cfg.max_plies)
+            batch = chess.token_batch(games, "uci")
+            g, i, token = chess.legal_move_tokens(games, t)
+            d_vocab = len(chess.UCI_VOCAB)
+        keys = torch.from_numpy(((g * t + i) * d_vocab + token).astype(np.int64)).sort().values
         tokens = batch.tokens
-        return cls(tokens[:, : othello.N_CTX], tokens[:, 1:], batch.latents[:, : othello.N_CTX], batch.names)
+        return cls(tokens[:, :t], tokens[:, 1 : t + 1], batch.latents[:, :t], batch.names, keys, d_vocab)
 
 
 def legal_move_rate(logits: torch.Tensor, games: EvalGames) -> float:
     """Fraction of top-1 predictions that are legal next moves, over positions where the game goes on
     (a position with no legal move is the end of the game)."""
-    legal = games.labels[..., [games.names.index(f"legal@{othello.square_name(s)}") for s in range(64)]]
-    going = legal.any(-1)
-    top = logits.argmax(-1)
-    square = torch.as_tensor(othello.detokenize(top.numpy()))
-    ok = (square >= 0) & legal.gather(-1, square.clamp(min=0)[..., None])[..., 0]
-    return float((ok & going).sum() / going.sum())
+    n, t = games.inputs.shape
+    position = torch.arange(n * t).reshape(n, t)
+    going = torch.zeros(n * t, dtype=torch.bool)
+    going[games.legal // games.d_vocab] = True
+    ok = torch.isin(position * games.d_vocab + logits.argmax(-1), games.legal)
+    return float((ok & going.reshape(n, t)).sum() / going.sum())
 
 
 def activations(model: HookedTransformer, inputs: torch.Tensor, hooks: list[str], batch: int = 256) -> tuple:
@@ -145,18 +181,18 @@ def activations(model: HookedTransformer, inputs: torch.Tensor, hooks: list[str]
     return torch.cat(logits), {h: torch.cat(v) for h, v in acts.items()}
 
 
-def probe_layers(acts: dict[str, torch.Tensor], games: EvalGames, seed: int) -> dict[str, list[float]]:
-    """Held-out mine/theirs/empty accuracy per square (A1 … H8) of a linear probe on each hook,
-    fitted on half the games and scored on the other half."""
-    classes = square_classes(games.labels, games.names, BOARD)
-    held = game_split(len(classes), 0.5, seed)
+def probe_layers(
+    acts: dict[str, torch.Tensor], games: EvalGames, board: tuple[str, ...], seed: int
+) -> dict[str, list[float]]:
+    """Held-out accuracy per square of a linear probe for the ``board`` classes on each hook, fitted on
+    half the games and scored on the other half (positions after a game's end are left out)."""
+    classes = square_classes(games.labels, games.names, board)
+    held = game_split(len(classes), 0.5, seed)[:, None]
+    real = classes[..., 0] >= 0
     out = {}
     for hook, x in acts.items():
-        fit, test = (
-            (x[~held].flatten(0, 1), classes[~held].flatten(0, 1)),
-            (x[held].flatten(0, 1), classes[held].flatten(0, 1)),
-        )
-        probe = linear_probe(*fit, *test, 3)
+        fit, test = (x[~held & real], classes[~held & real]), (x[held & real], classes[held & real])
+        probe = linear_probe(*fit, *test, len(board))
         out[hook] = probe.per_square.tolist()
         logger.info("probe on %s: %.4f", hook, probe.accuracy)
     return out
@@ -175,8 +211,8 @@ def _board_row(report: BoardReport, all_properties: BoardReport | None = None) -
     return row
 
 
-def _score(features: torch.Tensor, games: EvalGames, seed: int) -> dict:
-    board = score_board(features, games.labels, games.names, properties=BOARD, seed=seed)
+def _score(features: torch.Tensor, games: EvalGames, board: tuple[str, ...], seed: int) -> dict:
+    board = score_board(features, games.labels, games.names, properties=board, seed=seed)
     everything = score_board(features, games.labels, games.names, seed=seed)
     return _board_row(board, everything)
 
@@ -185,7 +221,7 @@ def _sae(model: HookedTransformer, hook: str, cfg: GameConfig, variant: str, kno
     """Train (or load) one SAE on ``hook`` over fresh games; the random-init twin gets its own folder."""
     if (path / "cfg.json").exists():
         return load_sae(path)
-    inputs = EvalGames.draw(cfg.sae_games, cfg.seed + 2).inputs
+    inputs = EvalGames.draw(cfg, cfg.sae_games, cfg.seed + 2).inputs
     acts = activations(model, inputs, [hook])[1][hook].flatten(0, 1)
     g = torch.Generator().manual_seed(cfg.seed + 3)
 
@@ -205,7 +241,7 @@ def _codes(sae, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
-    """Train (or load) the Othello model, probe every layer, train and score the SAEs and baselines,
+    """Train (or load) the model, probe every layer, train and score the SAEs and baselines,
     write ``results.json`` and the figures. A folder holding another config is refused, or with
     ``replace`` emptied first."""
     out = Path(out_dir)
@@ -222,20 +258,20 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
         model, minutes = load_transformer(out / "model"), None
     else:
         model = HookedTransformer(tcfg)
-        batches = othello.training_batches(cfg.batch_size, seed=cfg.seed + 1, soft=cfg.soft)
-        train_transformer(model, batches, cfg.train(), checkpoint_dir=out / "checkpoints", progress=progress)
+        train_transformer(model, cfg.batches(), cfg.train(), checkpoint_dir=out / "checkpoints", progress=progress)
         minutes = (time.perf_counter() - started) / 60
         save_transformer(model, out / "model")
     untrained = HookedTransformer(tcfg)
-    games = EvalGames.draw(cfg.eval_games, cfg.seed + 1_000_003)
+    games = EvalGames.draw(cfg, cfg.eval_games, cfg.seed + 1_000_003)
     hooks = ["blocks.0.hook_resid_pre"] + [resid(layer) for layer in range(tcfg.n_layers)]
     results: dict = {"config": asdict(cfg), "transformer": tcfg.to_dict(), "train_minutes": minutes}
+    results["board"] = list(cfg.board)
     for name, net in (("trained", model), ("untrained", untrained)):
         logits, acts = activations(net, games.inputs, hooks)
         going = games.targets > 0
         loss = float(next_token_loss(logits[going][None], games.targets[going][None]))
         results[name] = {"loss": loss, "legal_move_rate": legal_move_rate(logits, games)}
-        per_square = probe_layers(acts, games, cfg.seed)
+        per_square = probe_layers(acts, games, cfg.board, cfg.seed)
         results[name]["probe"] = {h: float(np.mean(v)) for h, v in per_square.items()}
         results[name]["probe_by_square"] = per_square
     probes = results["trained"]["probe"]
@@ -247,12 +283,12 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     results["saes"] = []
     for name, net in (("trained", model), ("untrained", untrained)):
         _, acts = activations(net, games.inputs, [hook, f"blocks.{layer}.mlp.hook_post"])
-        results[name]["neurons"] = _score(acts[f"blocks.{layer}.mlp.hook_post"], games, cfg.seed)
+        results[name]["neurons"] = _score(acts[f"blocks.{layer}.mlp.hook_post"], games, cfg.board, cfg.seed)
         for variant, knob in cfg.saes:
             sae = _sae(net, hook, cfg, variant, knob, out / "saes" / f"{name}-{variant}-{knob:g}", progress)
             codes = _codes(sae, acts[hook])
             row = {"model": name, "variant": variant, "knob": knob, "l0": float((codes != 0).sum(-1).float().mean())}
-            results["saes"].append({**row, **_score(codes, games, cfg.seed)})
+            results["saes"].append({**row, **_score(codes, games, cfg.board, cfg.seed)})
             logger.info("%s %s %g: %s", name, variant, knob, results["saes"][-1]["reconstruction_f1"])
     results["seconds"] = time.perf_counter() - started
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
@@ -268,17 +304,17 @@ def games_report(results: dict) -> str:
     hook = results["hook"]
     minutes = results["train_minutes"]
     lines = [
-        f"Othello, {results['transformer']['n_layers']} layers x {results['transformer']['d_model']}"
-        + ("" if minutes is None else f", trained in {minutes:.1f} min"),
+        f"{results['config']['game'].capitalize()}, {results['transformer']['n_layers']} layers x "
+        f"{results['transformer']['d_model']}" + ("" if minutes is None else f", trained in {minutes:.1f} min"),
         f"next-move loss {t['loss']:.4f} nats (random init {u['loss']:.4f}); legal-move rate {t['legal_move_rate']:.4f} "
         f"(random init {u['legal_move_rate']:.4f})",
         "",
-        "linear probe, mine/theirs/empty accuracy (held-out games): "
+        f"linear probe per square, {_board_name(results['board'])} accuracy (held-out games): "
         + "  ".join(
             f"{h.split('.')[1] if h != 'blocks.0.hook_resid_pre' else 'embed'}:{acc:.3f}"
             for h, acc in t["probe"].items()
         ),
-        f"SAEs read {hook}; board = mine/theirs/empty on 64 squares; held-out games",
+        f"SAEs read {hook}; board = {_board_name(results['board'])} on 64 squares; held-out games",
         "",
         f"{'features':28s} {'model':>9} {'L0':>7} {'coverage':>9} {'board F1':>9} {'cov. (all)':>10}",
     ]
@@ -296,3 +332,7 @@ def games_report(results: dict) -> str:
     for name, acc in results["probe_board_f1"].items():
         lines.append(f"{'linear probe (F1 = accuracy)':28s} {name:>9} {'':>7} {'':>9} {acc:9.3f}")
     return "\n".join(lines)
+
+
+def _board_name(board: list[str]) -> str:
+    return "/".join(board) if len(board) <= 3 else f"piece ({len(board)} classes)"

@@ -14,19 +14,25 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis.figures import save_figure  # noqa: E402
-from games.othello import square_name  # noqa: E402
+from games.chess import square_name as chess_square  # noqa: E402
+from games.othello import square_name as othello_square  # noqa: E402
 
 
-def board_maps(panels: dict[str, np.ndarray], stem: Path, title: str, label: str) -> list[Path]:
-    """One 8×8 map per panel (rows A–H, columns 1–8, as OthelloGPT names squares); values in [0, 1],
-    NaN (a class that never occurs there) left blank."""
+def board_maps(panels: dict[str, np.ndarray], stem: Path, title: str, label: str, game: str = "othello") -> list[Path]:
+    """One 8×8 map per panel; values in [0, 1], NaN (a class that never occurs there) left blank. Othello
+    squares are drawn as OthelloGPT names them (rows A–H, columns 1–8), chess squares from white's side
+    (rank 8 at the top, files a–h)."""
     sns.set_theme(context="paper", style="white")
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 0.8, 2.7), squeeze=False, layout="constrained")
     for ax, (name, values) in zip(axes[0], panels.items(), strict=True):
-        image = ax.imshow(np.asarray(values, dtype=float).reshape(8, 8), cmap="viridis", vmin=0, vmax=1)
-        ax.set_xticks(range(8), [str(c) for c in range(1, 9)])
-        ax.set_yticks(range(8), list("ABCDEFGH"))
+        grid = np.asarray(values, dtype=float).reshape(8, 8)
+        if game == "chess":
+            grid = grid[::-1]  # row 0 is rank 1: draw rank 8 on top
+        image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1)
+        columns, rows = ("12345678", "ABCDEFGH") if game == "othello" else ("abcdefgh", "87654321")
+        ax.set_xticks(range(8), list(columns))
+        ax.set_yticks(range(8), list(rows))
         ax.set_title(name, fontsize="small")
     fig.colorbar(image, ax=axes, shrink=0.8, label=label)
     fig.suptitle(title)
@@ -63,27 +69,36 @@ def make_game_figures(out_dir: Path, results: dict | None = None) -> list[Path]:
     """Draw every figure of a :func:`analysis.game_experiment.run_games` folder."""
     out_dir = Path(out_dir)
     results = results if results is not None else json.loads((out_dir / "results.json").read_text())
-    hook = results["hook"]
-    written = frontier(results["saes"], out_dir / "frontier", f"Othello SAEs on {hook}: trained vs random-init model")
+    game, hook, board = results["config"]["game"], results["hook"], results["board"]
+    title = f"{game.capitalize()} SAEs on {hook}: trained vs random-init model"
+    written = frontier(results["saes"], out_dir / "frontier", title)
     probe = {
-        f"probe, trained ({results['trained']['probe'][hook]:.3f})": results["trained"]["probe_by_square"][hook],
-        f"probe, random init ({results['untrained']['probe'][hook]:.3f})": results["untrained"]["probe_by_square"][
-            hook
-        ],
+        f"probe, {name.replace('untrained', 'random init')} ({results[name]['probe'][hook]:.3f})": results[name][
+            "probe_by_square"
+        ][hook]
+        for name in ("trained", "untrained")
     }
-    written += board_maps(probe, out_dir / "probe_by_square", f"mine/theirs/empty probe accuracy on {hook}", "accuracy")
+    written += board_maps(
+        probe, out_dir / "probe_by_square", f"{'/'.join(board)} probe accuracy on {hook}", "accuracy", game
+    )
     trained = [r for r in results["saes"] if r["model"] == "trained"]
     if trained:
         best = max(trained, key=lambda r: r["reconstruction_f1"])
         f1 = best["f1_by_property"]
-        panels = {
-            f"{kind}": [f1.get(f"{kind}@{square_name(s)}", np.nan) for s in range(64)]
-            for kind in ("mine", "theirs", "empty")
-        }
+        per_class = {k: np.array([f1.get(f"{k}@{_square(game, s)}", np.nan) for s in range(64)]) for k in board}
+        if len(board) > 3:  # chess: the empty squares, and the mean over the twelve pieces
+            with np.errstate(all="ignore"):
+                pieces = np.nanmean(np.stack([per_class[k] for k in board[1:]]), 0)
+            per_class = {board[0]: per_class[board[0]], "pieces (mean over classes)": pieces}
         written += board_maps(
-            panels,
+            per_class,
             out_dir / "latent_f1_by_square",
             f"best latent's F1 per square: {best['variant']} {best['knob']:g} (L0 {best['l0']:.0f})",
             "F1",
+            game,
         )
     return written
+
+
+def _square(game: str, square: int) -> str:
+    return othello_square(square) if game == "othello" else chess_square(square)

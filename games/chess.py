@@ -16,7 +16,7 @@ repetition, in that order) or at the ply cap. The tests replay games move by mov
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import chess
@@ -714,6 +714,38 @@ def uci_tokens(games: Games) -> np.ndarray:
     0 after the end; token ``t`` carries the position after ``t`` plies, like the rows of ``boards``."""
     first = np.ones((len(games), 1), dtype=np.int64)
     return np.concatenate([first, np.where(games.moves >= 0, _UCI_ID[np.maximum(games.moves, 0)], 0)], axis=1)
+
+
+def legal_move_tokens(games: Games, plies: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every legal move, as a UCI token, at every position after ``t < plies`` plies (default: all) of every
+    game that is not over there: arrays ``(game, t, token)``, one row per legal move. These are what a model
+    reading :func:`uci_tokens` may legally predict after token ``t``."""
+    n, cols = games.boards.shape[:2]
+    cols = cols if plies is None else min(plies, cols)
+    g, t = np.nonzero(np.arange(cols)[None, :] < games.length[:, None])
+    a = analyse(games.boards[g, t], t % 2 == 0, games.castling[g, t], games.en_passant[g, t].astype(np.int64))
+    code = a.moves.src + 64 * a.moves.dst + 4096 * a.moves.promotion.astype(np.int64)
+    return g[a.moves.game], t[a.moves.game], _UCI_ID[code]
+
+
+def training_batches(batch_size: int, max_plies: int, seed: int = 0, *, soft: bool = False) -> Iterator:
+    """An endless stream of fresh random games for next-move training on :func:`uci_tokens`, as
+    :func:`games.othello.training_batches`: tokens ``[b, max_plies + 1]``, or with ``soft`` the pair
+    ``(inputs [b, max_plies], probs [b, max_plies, 1970])``, uniform over the legal moves (all mass on
+    ``<pad>`` once the game is over)."""
+    check_int("batch_size", batch_size)
+    rng = np.random.default_rng(seed)
+    while True:
+        games = random_games(batch_size, rng, max_plies)
+        tokens = torch.from_numpy(uci_tokens(games))
+        if not soft:
+            yield tokens
+            continue
+        probs = torch.zeros(batch_size, max_plies, len(UCI_VOCAB))
+        g, t, token = (torch.from_numpy(a) for a in legal_move_tokens(games, max_plies))
+        probs[g, t, token] = 1.0
+        probs[..., 0] = torch.from_numpy(np.arange(max_plies)[None, :] >= games.length[:, None])
+        yield tokens[:, :max_plies], probs / probs.sum(-1, keepdim=True)
 
 
 PIECE_CLASSES = ("blank",) + tuple(f"{c}_{p}" for c in ("white", "black") for p in PIECE_NAMES)  # mailbox codes

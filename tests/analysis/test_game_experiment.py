@@ -4,6 +4,7 @@ and the `groundtruth games` command."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,22 +26,37 @@ TINY = GameConfig(
 )
 
 
-def test_legal_move_rate_counts_top1_predictions_against_the_rules() -> None:
-    games = EvalGames.draw(6, seed=0)
-    legal = games.labels[..., [games.names.index(f"legal@{othello.square_name(s)}") for s in range(64)]]
-    going = legal.any(-1)
-    good = torch.full((*games.inputs.shape, 61), -1.0)
-    bad = torch.full((*games.inputs.shape, 61), -1.0)
-    for g, t in zip(*np.nonzero(going.numpy()), strict=True):
-        squares = np.flatnonzero(legal[g, t].numpy())
-        good[g, t, othello.tokenize(squares[-1:])[0]] = 1.0  # a legal move
-        occupied = [s for s in othello.PLAYABLE if not legal[g, t, s]]
-        bad[g, t, othello.tokenize(np.array(occupied[:1]))[0]] = 1.0  # a move that is not legal
-    assert legal_move_rate(good, games) == 1.0
-    assert legal_move_rate(bad, games) == 0.0
-    pad = torch.zeros(*games.inputs.shape, 61)
-    pad[..., 0] = 1.0  # predicting the end of the game is never a legal move
-    assert legal_move_rate(pad, games) == 0.0
+@pytest.mark.parametrize("game", ["othello", "chess"])
+def test_legal_move_rate_counts_top1_predictions_against_the_rules(game: str) -> None:
+    cfg = GameConfig(game=game, max_plies=30)
+    games = EvalGames.draw(cfg, 6, seed=0)
+    n, t = games.inputs.shape
+    position, token = games.legal // games.d_vocab, games.legal % games.d_vocab
+    good = torch.zeros(n * t, games.d_vocab)
+    good[position, token] = torch.rand(len(token), generator=torch.Generator().manual_seed(0)) + 1  # legal moves only
+    bad = torch.rand(n * t, games.d_vocab, generator=torch.Generator().manual_seed(1))
+    bad[position, token] = -1.0  # everything but the legal moves
+    assert legal_move_rate(good.reshape(n, t, -1), games) == 1.0
+    assert legal_move_rate(bad.reshape(n, t, -1), games) == 0.0
+    # The legal sets themselves, against the engines' own answers for one position per game.
+    if game == "othello":
+        for g in range(n):
+            expected = games.labels[g, 3][
+                [games.names.index(f"legal@{othello.square_name(s)}") for s in othello.PLAYABLE]
+            ]
+            legal = torch.zeros(61, dtype=torch.bool)
+            legal[token[position == g * t + 3]] = True
+            assert torch.equal(legal[1:], expected)
+    else:
+        import chess as pychess
+
+        from games.chess import UCI_VOCAB
+
+        for g in range(n):
+            board = pychess.Board()
+            for move in games.inputs[g, 1:4].tolist():
+                board.push_uci(UCI_VOCAB[move])
+            assert {UCI_VOCAB[k] for k in token[position == g * t + 3].tolist()} == {m.uci() for m in board.legal_moves}
 
 
 def test_soft_targets_are_uniform_over_the_legal_next_moves() -> None:
@@ -52,6 +68,16 @@ def test_soft_targets_are_uniform_over_the_legal_next_moves() -> None:
     nonzero = probs > 0
     assert torch.allclose(probs.sum(-1), torch.ones(8, othello.N_CTX))
     assert torch.allclose(probs[nonzero], (1 / nonzero.sum(-1, keepdim=True)).expand_as(probs)[nonzero])
+
+
+def test_a_tiny_chess_run_scores_piece_classes(tmp_path) -> None:
+    cfg = replace(TINY, game="chess", max_plies=16, saes=(("topk", 4),))
+    results = run_games(cfg, tmp_path, progress=False)
+    assert results["board"][0] == "blank" and len(results["board"]) == 13
+    row = results["saes"][0]
+    assert all(name.split("@")[0] in results["board"] for name in row["f1_by_property"])
+    assert len(row["reconstruction_by_position"]) == 16
+    assert (tmp_path / "latent_f1_by_square.png").exists() and "Chess" in games_report(results)
 
 
 def test_a_tiny_run_writes_results_figures_and_reuses_its_model(tmp_path) -> None:
@@ -85,6 +111,8 @@ def test_a_tiny_run_writes_results_figures_and_reuses_its_model(tmp_path) -> Non
         ({"saes": (("dense", 1.0),)}, "variant must be"),
         ({"saes": (("topk", 0),)}, "knob"),
         ({"eval_games": 1}, "eval_games"),
+        ({"game": "go"}, "game must be"),
+        ({"max_plies": 0}, "max_plies"),
     ],
 )
 def test_bad_configs_are_named(kwargs: dict, match: str) -> None:
@@ -113,7 +141,5 @@ def test_games_command_generates_shards_and_explains_what_is_missing(tmp_path, c
         == 0
     )
     assert sorted(p.name for p in out.glob("shard-*.npz")) == ["shard-00000.npz", "shard-00001.npz"]
-    assert main(["games", "chess", "--out", str(tmp_path / "c")]) == 2
-    assert "not built yet" in capsys.readouterr().err
     assert main(["games", "othello", "--generate", "0", "--out", str(tmp_path / "o")]) == 2
     assert "n_games must be" in capsys.readouterr().err
