@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from analysis.beliefs import (
     sae_codes,
     subset,
 )
+from analysis.runs import open_run
 from groundtruth._checks import check_int, check_real
 from groundtruth.mixed_state import optimal_loss
 from groundtruth.processes import PROCESSES, process
@@ -179,14 +179,7 @@ def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True
     """Train (or load) the model, score it and its random-init twin, write results and figures.
 
     A folder holding a run with another config is refused, or with ``replace`` emptied first."""
-    out = Path(out_dir)
-    saved = out / "config.json"
-    if saved.exists() and json.loads(saved.read_text()) != asdict(cfg):
-        if not replace:
-            raise ValueError(f"{str(out)!r} holds a run with a different config ({saved}); choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(saved, json.dumps(asdict(cfg), indent=1))
+    out = open_run(out_dir, asdict(cfg), replace=replace)
     hmm = process(cfg.process)
     tcfg = cfg.transformer(hmm.n_tokens)
     started = time.perf_counter()

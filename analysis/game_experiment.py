@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ import torch
 
 from analysis.board import BoardReport, game_split, linear_probe, score_board, square_classes
 from analysis.recovery import VARIANTS
+from analysis.runs import open_run
 from games import chess, othello
 from groundtruth._checks import check_int, check_real
 from toymodels.atomic import write_text_atomic
@@ -244,14 +244,7 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     """Train (or load) the model, probe every layer, train and score the SAEs and baselines,
     write ``results.json`` and the figures. A folder holding another config is refused, or with
     ``replace`` emptied first."""
-    out = Path(out_dir)
-    saved = out / "config.json"
-    if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(asdict(cfg))):
-        if not replace:
-            raise ValueError(f"{str(out)!r} holds a run with a different config ({saved}); choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(saved, json.dumps(asdict(cfg), indent=1))
+    out = open_run(out_dir, asdict(cfg), replace=replace)
     tcfg = cfg.transformer()
     started = time.perf_counter()
     if (out / "model").exists():
