@@ -259,18 +259,25 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     hooks = ["blocks.0.hook_resid_pre"] + [resid(layer) for layer in range(tcfg.n_layers)]
     results: dict = {"config": asdict(cfg), "transformer": tcfg.to_dict(), "train_minutes": minutes}
     results["board"] = list(cfg.board)
+    acts = {}
     for name, net in (("trained", model), ("untrained", untrained)):
-        logits, acts = activations(net, games.inputs, hooks)
+        logits, acts[name] = activations(net, games.inputs, hooks)
         going = games.targets > 0
         loss = float(next_token_loss(logits[going][None], games.targets[going][None]))
         results[name] = {"loss": loss, "legal_move_rate": legal_move_rate(logits, games)}
-        per_square = probe_layers(acts, games, cfg.board, cfg.seed)
+
+    def probe(name: str, probed: list[str]) -> None:
+        per_square = probe_layers({h: acts[name][h] for h in probed}, games, cfg.board, cfg.seed)
         results[name]["probe"] = {h: float(np.mean(v)) for h, v in per_square.items()}
         results[name]["probe_by_square"] = per_square
+
+    probe("trained", hooks)  # every layer, to find where the board is
     probes = results["trained"]["probe"]
     layer = cfg.layer if cfg.layer >= 0 else max(range(tcfg.n_layers), key=lambda i: probes[resid(i)])
     hook = resid(layer)
     results["layer"], results["hook"] = layer, hook
+    probe("untrained", [hook])  # the baseline where it is compared
+    del acts
     # A probe picks one class per square, so its board F1 (pooled over squares) equals its accuracy.
     results["probe_board_f1"] = {name: results[name]["probe"][hook] for name in ("trained", "untrained")}
     results["saes"] = []
