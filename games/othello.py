@@ -157,7 +157,7 @@ def _play(n: int, rng: np.random.Generator) -> Games:
         if not live.any():
             end = t
             break
-        choice = _uniform_square(to_squares(legal[live]), rng)
+        choice = _uniform_square(legal[live], rng)
         lr = rows[live]
         move = choice.astype(np.uint64)
         flipped = flips(mover[lr], opponent[lr], choice)
@@ -275,11 +275,30 @@ def token_batch(games: Games) -> TokenBatch:
     return TokenBatch(torch.from_numpy(tokenize(games.moves)), torch.from_numpy(labels), label_names(), "binary")
 
 
+def _kth_bits() -> np.ndarray:
+    """``[256, 8]``: the position of the k-th set bit of each byte value (0 where there is none)."""
+    table = np.zeros((256, 8), dtype=np.int64)
+    for value in range(256):
+        bits = [i for i in range(8) if value >> i & 1]
+        table[value, : len(bits)] = bits
+    return table
+
+
+_KTH_BIT = _kth_bits()
+
+
 def _uniform_square(legal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One uniformly chosen True square per row of ``legal [m, 64]``."""
-    count = legal.sum(1)
+    """One uniformly chosen set square per bitboard of ``legal [m]``: the k-th set bit for k uniform
+    below the count, found byte by byte (8 columns, not 64)."""
+    count = np.bitwise_count(legal)
     pick = (rng.random(len(legal)) * count).astype(np.int64)
-    return (np.cumsum(legal, axis=1) > pick[:, None]).argmax(1)
+    by_byte = legal.astype("<u8").view(np.uint8).reshape(-1, 8)  # byte j holds squares 8j .. 8j + 7
+    per_byte = np.bitwise_count(by_byte).astype(np.int64)
+    through = np.cumsum(per_byte, axis=1)  # set bits in bytes 0..j
+    byte = (through <= pick[:, None]).sum(1)
+    rows = np.arange(len(legal))
+    before = through[rows, byte] - per_byte[rows, byte]
+    return 8 * byte + _KTH_BIT[by_byte[rows, byte], pick - before]
 
 
 def _board(mover: np.ndarray, opponent: np.ndarray, turn: np.ndarray) -> np.ndarray:

@@ -208,3 +208,19 @@ def test_strategies_draw_legal_positions_and_prefixes(position, prefix):
         assert any(int(move) in ref.legal(before, p) and ref.play(before, p, int(move)) == after for p in (1, 2)), (
             f"move {t}"
         )
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 2**64 - 1), min_size=1, max_size=20), st.floats(0, 1, exclude_max=True))
+def test_uniform_square_picks_the_kth_set_square(bitboards: list[int], u: float) -> None:
+    from games.othello import _uniform_square
+
+    class Fixed:  # stands in for the generator: the same uniform for every row
+        def random(self, n: int) -> np.ndarray:
+            return np.full(n, u)
+
+    bits = np.array(bitboards, dtype=np.uint64)
+    chosen = _uniform_square(bits, Fixed())
+    for value, square in zip(bitboards, chosen.tolist(), strict=True):
+        squares = [i for i in range(64) if value >> i & 1]
+        assert square == squares[int(u * len(squares))]
