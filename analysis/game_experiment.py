@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.board import BoardReport, game_split, linear_probe, score_board, square_classes
+from analysis.board import game_split, linear_probe, score_board, square_classes
 from analysis.recovery import VARIANTS
 from analysis.runs import open_run
 from games import chess, othello
@@ -202,19 +202,15 @@ def resid(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 
 
-def _board_row(report: BoardReport, all_properties: BoardReport | None = None) -> dict:
+def _score(features: torch.Tensor, games: EvalGames, board: tuple[str, ...], seed: int) -> dict:
+    """Board scores of ``features``, and coverage over every labelled property."""
+    report = score_board(features, games.labels, games.names, properties=board, seed=seed)
+    everything = score_board(features, games.labels, games.names, seed=seed)
     row = report.summary()
     row["reconstruction_by_position"] = report.reconstruction.per_position.tolist()
     row["f1_by_property"] = report.property_f1()
-    if all_properties is not None:
-        row["coverage_all_properties"] = all_properties.coverage.value
+    row["coverage_all_properties"] = everything.coverage.value
     return row
-
-
-def _score(features: torch.Tensor, games: EvalGames, board: tuple[str, ...], seed: int) -> dict:
-    board = score_board(features, games.labels, games.names, properties=board, seed=seed)
-    everything = score_board(features, games.labels, games.names, seed=seed)
-    return _board_row(board, everything)
 
 
 def _sae(model: HookedTransformer, hook: str, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool):
@@ -222,7 +218,7 @@ def _sae(model: HookedTransformer, hook: str, cfg: GameConfig, variant: str, kno
     if (path / "cfg.json").exists():
         return load_sae(path)
     inputs = EvalGames.draw(cfg, cfg.sae_games, cfg.seed + 2).inputs
-    acts = activations(model, inputs, [hook])[1][hook].flatten(0, 1)
+    acts = activations(model, inputs, [hook])[1][hook][inputs > 0]  # positions of real moves, not padding
     g = torch.Generator().manual_seed(cfg.seed + 3)
 
     def batches():
