@@ -184,7 +184,7 @@ def activations(
     logits, parts = [], {name: [] for name in names}
     with torch.no_grad():
         for start in range(0, len(tokens), batch_size):
-            out, cache = model.run_with_cache(tokens[start : start + batch_size], names=names)
+            out, cache = model.run_with_cache(tokens[start : start + batch_size].to(model.device), names=names)
             logits.append(out.float().cpu())
             for name in names:
                 parts[name].append(cache[name].float().cpu())

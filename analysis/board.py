@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from analysis.beliefs import sequence_split
 from groundtruth._checks import check_int, check_real
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "square_classes",
     "linear_probe",
     "Probe",
-    "game_split",
 ]
 
 THRESHOLDS: tuple[float, ...] = tuple(i / 10 for i in range(11))
@@ -418,16 +418,6 @@ class BoardReport:
         }
 
 
-def game_split(n_games: int, test_fraction: float, seed: int) -> torch.Tensor:
-    """A boolean ``[n_games]`` mask of held-out games: whole games, never single positions."""
-    check_int("n_games", n_games, 2)
-    check_real("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
-    test = torch.zeros(n_games, dtype=torch.bool)
-    n_test = min(n_games - 1, max(1, round(test_fraction * n_games)))
-    test[torch.randperm(n_games, generator=torch.Generator().manual_seed(seed))[:n_test]] = True
-    return test
-
-
 def score_board(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -462,7 +452,7 @@ def score_board(
     labels, names = labels[..., keep], tuple(names[i] for i in keep)
     if mask is None:
         mask = labels.any(-1)
-    held = game_split(len(features), test_fraction, seed)[:, None]
+    held = sequence_split(len(features), test_fraction, torch.Generator().manual_seed(seed))[:, None]
     test, train = held & mask, ~held & mask
     positions = torch.arange(features.shape[1]).expand(features.shape[:2])
     counts = classifier_counts(features[train], labels[train], thresholds=thresholds)

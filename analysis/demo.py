@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from analysis.belief_experiment import BeliefConfig, run_beliefs
 from analysis.figures import cosine_heatmaps, ordered_cosines, recovery_vs_l0
 from analysis.game_experiment import GameConfig, run_games
-from analysis.recovery import VARIANTS, RecoveryRow, load_rows, run_variant, save_rows, scoreboard
+from analysis.recovery import RecoveryRow, load_rows, run_variant, sae_config, save_rows, scoreboard
 from groundtruth import SparseFeatureModel, preset
-from toymodels.sae import SAEConfig, load_sae
+from toymodels.sae import load_sae
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
 from toymodels.train import TrainConfig
 
@@ -98,12 +98,6 @@ TOY_MODEL = ToyModelConfig(
 )
 
 
-def sae_config(plan: SourcePlan, variant: str, knob: float, d_in: int, seed: int) -> SAEConfig:
-    value = int(knob) if VARIANTS[variant] == "k" else float(knob)
-    extra = plan.overrides.get(variant, {})
-    return SAEConfig(variant, d_in, plan.d_sae, seed=seed, **{VARIANTS[variant]: value}, **extra)
-
-
 def run_demo(
     out_dir: Path, *, seed: int = 0, quick: bool = False, progress: bool = True
 ) -> tuple[list[RecoveryRow], dict, dict]:
@@ -131,7 +125,9 @@ def run_demo(
         batches = [next(stream) for _ in range(train.steps)]
         for variant, knobs in plan.knobs.items():
             for knob in knobs[:1] if quick else knobs:
-                cfg = sae_config(plan, variant, knob, eval_batch.x.shape[1], seed)
+                cfg = sae_config(
+                    variant, knob, eval_batch.x.shape[1], plan.d_sae, seed, **plan.overrides.get(variant, {})
+                )
                 row, _ = run_variant(
                     source,
                     plan.name,

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.board import game_split, linear_probe, score_board, square_classes
-from analysis.recovery import VARIANTS
+from analysis.beliefs import activations, sae_codes, sequence_split
+from analysis.board import linear_probe, score_board, square_classes
+from analysis.recovery import VARIANTS, sae_config
 from analysis.runs import open_run
 from games import chess, othello
 from groundtruth._checks import check_int, check_real
@@ -40,6 +41,8 @@ from toymodels.transformer import (
 )
 
 logger = logging.getLogger(__name__)
+
+_BATCH = 256  # games per forward pass when collecting activations
 
 # Sizes by name. "paper" is OthelloGPT's and the board-game SAE paper's 8 layers × 512 (a GPU recipe).
 MODELS: dict[str, dict[str, int]] = {
@@ -121,8 +124,7 @@ class GameConfig:
         )
 
     def sae(self, variant: str, knob: float, d_in: int) -> SAEConfig:
-        value = int(knob) if VARIANTS[variant] == "k" else float(knob)
-        return SAEConfig(variant, d_in, self.sae_width, seed=self.seed, **{VARIANTS[variant]: value})
+        return sae_config(variant, knob, d_in, self.sae_width, self.seed)
 
 
 @dataclass(frozen=True)
@@ -169,25 +171,13 @@ def legal_move_rate(logits: torch.Tensor, games: EvalGames) -> float:
     return float((ok & going.reshape(n, t)).sum() / going.sum())
 
 
-def activations(model: HookedTransformer, inputs: torch.Tensor, hooks: list[str], batch: int = 256) -> tuple:
-    """Logits and the activations at ``hooks`` for all inputs, in batches, without gradients."""
-    logits, acts = [], {h: [] for h in hooks}
-    with torch.no_grad():
-        for a in range(0, len(inputs), batch):
-            out, cache = model.run_with_cache(inputs[a : a + batch].to(model.device), names=hooks)
-            logits.append(out.cpu())
-            for h in hooks:
-                acts[h].append(cache[h].cpu())
-    return torch.cat(logits), {h: torch.cat(v) for h, v in acts.items()}
-
-
 def probe_layers(
     acts: dict[str, torch.Tensor], games: EvalGames, board: tuple[str, ...], seed: int
 ) -> dict[str, list[float]]:
     """Held-out accuracy per square of a linear probe for the ``board`` classes on each hook, fitted on
     half the games and scored on the other half (positions after a game's end are left out)."""
     classes = square_classes(games.labels, games.names, board)
-    held = game_split(len(classes), 0.5, seed)[:, None]
+    held = sequence_split(len(classes), 0.5, torch.Generator().manual_seed(seed))[:, None]
     real = classes[..., 0] >= 0
     out = {}
     for hook, x in acts.items():
@@ -218,7 +208,7 @@ def _sae(model: HookedTransformer, hook: str, cfg: GameConfig, variant: str, kno
     if (path / "cfg.json").exists():
         return load_sae(path)
     inputs = EvalGames.draw(cfg, cfg.sae_games, cfg.seed + 2).inputs
-    acts = activations(model, inputs, [hook])[1][hook][inputs > 0]  # positions of real moves, not padding
+    acts = activations(model, inputs, [hook], _BATCH)[1][hook][inputs > 0]  # positions of real moves, not padding
     g = torch.Generator().manual_seed(cfg.seed + 3)
 
     def batches():
@@ -229,11 +219,6 @@ def _sae(model: HookedTransformer, hook: str, cfg: GameConfig, variant: str, kno
     train_sae(sae, batches(), TrainConfig(steps=cfg.sae_steps, lr=1e-3), progress=progress)
     save_sae(sae, path)
     return sae
-
-
-def _codes(sae, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([sae.encode(c).float() for c in x.flatten(0, 1).split(65_536)]).reshape(*x.shape[:2], -1)
 
 
 def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
@@ -257,7 +242,7 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     results["board"] = list(cfg.board)
     acts = {}
     for name, net in (("trained", model), ("untrained", untrained)):
-        logits, acts[name] = activations(net, games.inputs, hooks)
+        logits, acts[name] = activations(net, games.inputs, hooks, _BATCH)
         going = games.targets > 0
         loss = float(next_token_loss(logits[going][None], games.targets[going][None]))
         results[name] = {"loss": loss, "legal_move_rate": legal_move_rate(logits, games)}
@@ -278,11 +263,11 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     results["probe_board_f1"] = {name: results[name]["probe"][hook] for name in ("trained", "untrained")}
     results["saes"] = []
     for name, net in (("trained", model), ("untrained", untrained)):
-        _, acts = activations(net, games.inputs, [hook, f"blocks.{layer}.mlp.hook_post"])
+        _, acts = activations(net, games.inputs, [hook, f"blocks.{layer}.mlp.hook_post"], _BATCH)
         results[name]["neurons"] = _score(acts[f"blocks.{layer}.mlp.hook_post"], games, cfg.board, cfg.seed)
         for variant, knob in cfg.saes:
             sae = _sae(net, hook, cfg, variant, knob, out / "saes" / f"{name}-{variant}-{knob:g}", progress)
-            codes = _codes(sae, acts[hook])
+            codes = sae_codes(sae, acts[hook])
             row = {"model": name, "variant": variant, "knob": knob, "l0": float((codes != 0).sum(-1).float().mean())}
             results["saes"].append({**row, **_score(codes, games, cfg.board, cfg.seed)})
             logger.info("%s %s %g: %s", name, variant, knob, results["saes"][-1]["reconstruction_f1"])

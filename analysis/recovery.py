@@ -35,6 +35,13 @@ VARIANTS = {
 }
 
 
+def sae_config(variant: str, knob: float, d_in: int, d_sae: int, seed: int, **extra) -> SAEConfig:
+    """The SAE of ``variant`` with its sparsity knob set to ``knob`` (``k`` or the coefficient, see
+    :data:`VARIANTS`); ``extra`` sets other :class:`SAEConfig` fields."""
+    value = int(knob) if VARIANTS[variant] == "k" else float(knob)
+    return SAEConfig(variant, d_in, d_sae, seed=seed, **{VARIANTS[variant]: value}, **extra)
+
+
 @dataclass(frozen=True)
 class RecoveryRow:
     """One trained SAE's scores: the scoreboard's row."""

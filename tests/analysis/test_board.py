@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis import board
+from analysis.beliefs import sequence_split
 from analysis.board import (
     THRESHOLDS,
     board_reconstruction,
     classifier_counts,
     coverage,
     f1_scores,
-    game_split,
     linear_probe,
     score_board,
     square_classes,
@@ -242,7 +242,7 @@ def test_score_board_finds_planted_features_and_splits_by_game() -> None:
     assert "empty@D4" not in report.property_f1()  # a centre square is never empty: not scored
     assert report.reconstruction.per_position.shape == (59,)
     # The same numbers by hand from the documented split.
-    held = game_split(60, 0.5, 0)
+    held = sequence_split(60, 0.5, torch.Generator().manual_seed(0))
     keep = [i for i, n in enumerate(names) if n.split("@")[0] in ("mine", "theirs", "empty")]
     noise = torch.rand(60, 59, 32, generator=torch.Generator().manual_seed(1))
     report = score_board(noise, labels, names, properties=("mine", "theirs", "empty"))
