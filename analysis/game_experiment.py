@@ -12,6 +12,7 @@ move; the board is the piece on each square, 13 classes). Everything lands in on
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -203,12 +204,17 @@ def _score(features: torch.Tensor, games: EvalGames, board: tuple[str, ...], see
     return row
 
 
-def _sae(model: HookedTransformer, hook: str, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool):
-    """Train (or load) one SAE on ``hook`` over fresh games; the random-init twin gets its own folder."""
+def _sae_data(model: HookedTransformer, hook: str, cfg: GameConfig) -> torch.Tensor:
+    """Activations at ``hook`` over fresh games (positions of real moves, not padding), to train SAEs on."""
+    inputs = EvalGames.draw(cfg, cfg.sae_games, cfg.seed + 2).inputs
+    return activations(model, inputs, [hook], _BATCH)[1][hook][inputs > 0]
+
+
+def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool):
+    """Train (or load) one SAE; ``data()`` gives its training activations (made only when one is trained)."""
     if (path / "cfg.json").exists():
         return load_sae(path)
-    inputs = EvalGames.draw(cfg, cfg.sae_games, cfg.seed + 2).inputs
-    acts = activations(model, inputs, [hook], _BATCH)[1][hook][inputs > 0]  # positions of real moves, not padding
+    acts = data()
     g = torch.Generator().manual_seed(cfg.seed + 3)
 
     def batches():
@@ -265,8 +271,9 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     for name, net in (("trained", model), ("untrained", untrained)):
         _, acts = activations(net, games.inputs, [hook, f"blocks.{layer}.mlp.hook_post"], _BATCH)
         results[name]["neurons"] = _score(acts[f"blocks.{layer}.mlp.hook_post"], games, cfg.board, cfg.seed)
+        data = functools.cache(lambda net=net: _sae_data(net, hook, cfg))  # one set of games for all its SAEs
         for variant, knob in cfg.saes:
-            sae = _sae(net, hook, cfg, variant, knob, out / "saes" / f"{name}-{variant}-{knob:g}", progress)
+            sae = _sae(data, cfg, variant, knob, out / "saes" / f"{name}-{variant}-{knob:g}", progress)
             codes = sae_codes(sae, acts[hook])
             row = {"model": name, "variant": variant, "knob": knob, "l0": float((codes != 0).sum(-1).float().mean())}
             results["saes"].append({**row, **_score(codes, games, cfg.board, cfg.seed)})
