@@ -135,22 +135,20 @@ class SparseFeatureModel:
         check_int("n", n)
         starts = range(0, n, self.block)
         seeds = torch.randint(0, 2**62, (len(starts),), generator=generator).tolist()
-        parts = map_threads(
-            lambda start, seed: self._sample_block(min(self.block, n - start), torch.Generator().manual_seed(seed)),
-            starts,
-            seeds,
-        )
-        if len(parts) == 1:
-            return parts[0]
-        codes = [part.codes for part in parts]
+        if len(starts) == 1:
+            return self._sample_block(n, torch.Generator().manual_seed(seeds[0]))
+        x = torch.empty(n, self.config.d)
+
+        def block(start: int, seed: int) -> SparseCodes:
+            # Each worker writes its rows of x: a concatenation afterwards would run on one thread.
+            part = self._sample_block(min(self.block, n - start), torch.Generator().manual_seed(seed))
+            x[start : start + len(part)] = part.x
+            return part.codes
+
+        codes = map_threads(block, starts, seeds)
         rows = torch.cat([c.rows + start for c, start in zip(codes, starts, strict=True)])
-        return ActivationBatch(
-            torch.cat([part.x for part in parts]),
-            SparseCodes(
-                rows, torch.cat([c.cols for c in codes]), torch.cat([c.values for c in codes]), (n, codes[0].shape[1])
-            ),
-            self.directions,
-        )
+        cols, values = torch.cat([c.cols for c in codes]), torch.cat([c.values for c in codes])
+        return ActivationBatch(x, SparseCodes(rows, cols, values, (n, self.config.n_features)), self.directions)
 
     def _sample_block(self, n: int, generator: torch.Generator) -> ActivationBatch:
         nf = self.config.n_features
