@@ -85,6 +85,11 @@ def sort_keys(keys: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.sort(keys.numpy()))
 
 
+def _runs(t: torch.Tensor, width: int, dim: int = 0) -> torch.Tensor:
+    """A view of ``t`` whose entry ``k`` along ``dim`` is ``t``'s slices ``k .. k + width - 1``."""
+    return t.unfold(dim, width, 1).movedim(-1, dim + 1)
+
+
 def _with_always(keys: torch.Tensor, always: torch.Tensor, n: int, n_features: int) -> torch.Tensor:
     if always.numel() == 0:
         return keys
@@ -124,7 +129,7 @@ class IndependentFiring:
     costs O(n L0 log F) instead of O(n F).
 
     ``free`` marks the features drawn by :meth:`sample`; the others (hierarchy children) are only
-    drawn on demand, for given cells, by :meth:`fire`.
+    drawn on demand, for given cells, by :meth:`fire_runs`.
     """
 
     def __init__(self, p: torch.Tensor, free: torch.Tensor):
@@ -150,8 +155,10 @@ class IndependentFiring:
             )
         return _with_always(keys, self.always, n, self.n_features), None
 
-    def fire(self, rows: torch.Tensor, cols: torch.Tensor, state: None, generator: torch.Generator) -> torch.Tensor:
-        return torch.rand(cols.numel(), generator=generator, dtype=torch.float64) < self.p.index_select(0, cols)
+    def fire_runs(self, rows: torch.Tensor, first: torch.Tensor, width: int, state: None, generator: torch.Generator):
+        """Whether cells ``(rows[k], first[k] + j)``, ``j < width``, fire: a ``[len(rows), width]`` mask."""
+        p = _runs(self.p, width).index_select(0, first)
+        return torch.rand(p.shape, generator=generator, dtype=torch.float64) < p
 
 
 # Upper bounds on a block's firing probability, tabulated: log_ndtr costs ~40 ns a value, a lookup ~5.
@@ -177,7 +184,7 @@ class LowRankFiring:
     Free features are sorted by ``tau`` and cut into blocks of ``block``; every cell of a block
     becomes a candidate with the block's largest probability (a Poisson process as in
     :class:`IndependentFiring`), and a candidate is kept with probability ``q_i / q_block``.
-    The per-sample ``w`` is returned as state so that :meth:`fire` can draw other cells later.
+    The per-sample ``w`` is returned as state so that :meth:`fire_runs` can draw other cells later.
     """
 
     block = 32
@@ -230,18 +237,15 @@ class LowRankFiring:
         keys = (flat // padded) * self.n_features + self.cols[flat % padded]
         return _with_always(sort_keys(keys), self.always, n, self.n_features), w
 
-    def fire(
-        self,
-        rows: torch.Tensor,
-        cols: torch.Tensor,
-        state: torch.Tensor,
-        generator: torch.Generator,
+    def fire_runs(
+        self, rows: torch.Tensor, first: torch.Tensor, width: int, state: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        c = self.tau_over_s.index_select(0, cols) - (
-            self.u_over_s.index_select(0, cols) * state.index_select(0, rows)
-        ).sum(1)
+        """As :meth:`IndependentFiring.fire_runs`, given the rows' copula state ``w``. A run shares its
+        row, so each row's ``w`` is gathered once for the whole run."""
+        u = _runs(self.u_over_s, width).index_select(0, first)  # [runs, width, rank]
+        c = _runs(self.tau_over_s, width).index_select(0, first) - (u * state.index_select(0, rows)[:, None]).sum(2)
         q = torch.special.ndtr(-c.double())
-        return torch.rand(cols.numel(), generator=generator, dtype=torch.float64) < q
+        return torch.rand(q.shape, generator=generator, dtype=torch.float64) < q
 
 
 class FullFiring:
@@ -258,14 +262,12 @@ class FullFiring:
         z = torch.randn(n, self.n_features, generator=generator) @ self.root
         return torch.nonzero(((z > self.tau) & self.free).flatten()).flatten(), z
 
-    def fire(
-        self,
-        rows: torch.Tensor,
-        cols: torch.Tensor,
-        state: torch.Tensor,
-        generator: torch.Generator,
+    def fire_runs(
+        self, rows: torch.Tensor, first: torch.Tensor, width: int, state: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        return state[rows, cols] > self.tau.index_select(0, cols)
+        """As :meth:`IndependentFiring.fire_runs`, read off the rows' drawn ``z``."""
+        z = _runs(state, width, dim=1)[rows, first]
+        return z > _runs(self.tau, width).index_select(0, first)
 
 
 def check_correlation_matrix(name: str, c: torch.Tensor, n_features: int) -> torch.Tensor:

@@ -101,9 +101,9 @@ class Forest:
     def expand(self, keys: torch.Tensor, firing, state, n_features: int, generator: torch.Generator) -> torch.Tensor:
         """Add the children that fire, level by level, drawing only the children of firing parents.
 
-        ``keys`` holds the firing free features; ``firing.fire(rows, cols, state, generator)`` draws
-        whether given (sample, feature) cells fire, from the same per-sample copula state, so gating
-        costs work proportional to the parents that fire rather than to every child of every sample.
+        ``keys`` holds the firing free features. A parent's children are consecutive features, so
+        ``firing.fire_runs`` draws them as one run per firing parent, from the same per-sample copula
+        state: gating costs work proportional to the parents that fire, not to every child of every sample.
         """
         found, frontier = [keys], keys
         for _ in range(self.depth):
@@ -111,34 +111,14 @@ class Forest:
             has = torch.nonzero(children >= 0).flatten()
             if has.numel() == 0:
                 break
-            first = (
-                frontier.index_select(0, has)
-                - frontier.index_select(0, has) % n_features
-                + children.index_select(0, has)
-            )
-            child_keys = (first.unsqueeze(1) + torch.arange(self.branching)).flatten()
-            fired = child_keys[firing.fire(child_keys // n_features, child_keys % n_features, state, generator)]
+            parents, first = frontier.index_select(0, has), children.index_select(0, has)
+            rows = parents // n_features
+            fired = firing.fire_runs(rows, first, self.branching, state, generator)  # [parents, branching]
             if self.mutually_exclusive:
-                fired = self._one_per_parent(fired, n_features, generator)
-            found.append(fired)
-            frontier = fired
+                fired = _one_per_run(fired, generator)
+            frontier = ((rows * n_features + first)[:, None] + torch.arange(self.branching))[fired]
+            found.append(frontier)
         return sort_keys(torch.cat(found))
-
-    def _one_per_parent(self, keys: torch.Tensor, n_features: int, generator: torch.Generator) -> torch.Tensor:
-        """Keep one uniformly chosen key per run of siblings (same sample, same parent).
-
-        ``keys`` must hold each parent's children contiguously, as :meth:`expand` builds them, so a
-        group is a run and its winner is the run's start plus a uniform offset below its length."""
-        if keys.numel() == 0:
-            return keys
-        cols = keys % n_features
-        group = keys - cols + self.parent.index_select(0, cols)  # (row, parent) identifies the siblings
-        new = torch.ones_like(group, dtype=torch.bool)
-        new[1:] = group[1:] != group[:-1]
-        starts = torch.nonzero(new).flatten()
-        lengths = torch.diff(starts, append=torch.tensor([keys.numel()]))
-        offset = (torch.rand(starts.numel(), generator=generator, dtype=torch.float64) * lengths).long()
-        return keys.index_select(0, starts + torch.minimum(offset, lengths - 1))
 
     def scale(self, keys: torch.Tensor, values: torch.Tensor, mean: torch.Tensor, n_features: int) -> torch.Tensor:
         """Multiply each child's coefficient by its parent's coefficient over the parent's mean."""
@@ -154,3 +134,10 @@ class Forest:
             pos = torch.searchsorted(keys, keys.index_select(0, idx) - child_cols + parent_cols)
             values[idx] = values.index_select(0, idx) * values.index_select(0, pos) / mean.index_select(0, parent_cols)
         return values
+
+
+def _one_per_run(fired: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Keep one uniformly chosen ``True`` per row of the ``[runs, width]`` mask ``fired``."""
+    count = fired.sum(1, keepdim=True)
+    pick = (torch.rand(count.shape, generator=generator, dtype=torch.float64) * count).long()
+    return fired & (fired.cumsum(1) == pick + 1)
