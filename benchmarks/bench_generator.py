@@ -7,6 +7,8 @@ Prints samples/s for both and the ratio. The anchor (DESIGN.md): SAELens ≈ 8.6
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import time
 
 import torch
@@ -82,7 +84,8 @@ def main() -> None:
     if not args.no_saelens:
         try:
             start = time.perf_counter()
-            theirs = saelens_model(cfg)
+            with contextlib.redirect_stderr(io.StringIO()):  # a progress bar per orthogonalisation step
+                theirs = saelens_model(cfg)
             print(f"SAELens:     build {time.perf_counter() - start:6.2f} s")
         except ImportError:
             print("sae-lens not installed (pip install -e '.[bench]'): no side-by-side anchor")
