@@ -143,22 +143,31 @@ class EvalGames:
 
     @classmethod
     def draw(cls, cfg: GameConfig, n: int, seed: int) -> EvalGames:
-        rng = np.random.default_rng(seed)
-        t = cfg.n_ctx
+        games, t = _random_games(cfg, n, seed), cfg.n_ctx
         if cfg.game == "othello":
-            games = othello.random_games(n, rng)
             batch = othello.token_batch(games)
             legal = othello.to_squares(games.legal[:, 1 : t + 1])  # the next player's moves after each input
             g, i, square = np.nonzero(legal)
             token, d_vocab = othello.tokenize(square), 61
         else:
-            games = chess.random_games(n, rng, cfg.max_plies)
             batch = chess.token_batch(games, "uci")
             g, i, token = chess.legal_move_tokens(games, t)
             d_vocab = len(chess.UCI_VOCAB)
         keys = torch.from_numpy(((g * t + i) * d_vocab + token).astype(np.int64)).sort().values
         tokens = batch.tokens
         return cls(tokens[:, :t], tokens[:, 1 : t + 1], batch.latents[:, :t], batch.names, keys, d_vocab)
+
+
+def _random_games(cfg: GameConfig, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return othello.random_games(n, rng) if cfg.game == "othello" else chess.random_games(n, rng, cfg.max_plies)
+
+
+def _inputs(cfg: GameConfig, n: int, seed: int) -> torch.Tensor:
+    """Model inputs ``[n, n_ctx]`` of fresh games, without their labels (SAE training needs none)."""
+    games = _random_games(cfg, n, seed)
+    tokens = othello.tokenize(games.moves) if cfg.game == "othello" else chess.uci_tokens(games)
+    return torch.from_numpy(tokens)[:, : cfg.n_ctx]
 
 
 def legal_move_rate(logits: torch.Tensor, games: EvalGames) -> float:
@@ -206,7 +215,7 @@ def _score(features: torch.Tensor, games: EvalGames, board: tuple[str, ...], see
 
 def _sae_data(model: HookedTransformer, hook: str, cfg: GameConfig) -> torch.Tensor:
     """Activations at ``hook`` over fresh games (positions of real moves, not padding), to train SAEs on."""
-    inputs = EvalGames.draw(cfg, cfg.sae_games, cfg.seed + 2).inputs
+    inputs = _inputs(cfg, cfg.sae_games, cfg.seed + 2)
     return activations(model, inputs, [hook], _BATCH)[1][hook][inputs > 0]
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from analysis.cli import main
-from analysis.game_experiment import EvalGames, GameConfig, games_report, legal_move_rate, run_games
+from analysis.game_experiment import EvalGames, GameConfig, _inputs, games_report, legal_move_rate, run_games
 from games import othello
 
 TINY = GameConfig(
@@ -68,6 +68,12 @@ def test_soft_targets_are_uniform_over_the_legal_next_moves() -> None:
     nonzero = probs > 0
     assert torch.allclose(probs.sum(-1), torch.ones(8, othello.N_CTX))
     assert torch.allclose(probs[nonzero], (1 / nonzero.sum(-1, keepdim=True)).expand_as(probs)[nonzero])
+
+
+@pytest.mark.parametrize("game", ["othello", "chess"])
+def test_sae_training_inputs_skip_the_labels_but_not_the_games(game: str) -> None:
+    cfg = replace(TINY, game=game, max_plies=12)
+    assert torch.equal(_inputs(cfg, 20, 7), EvalGames.draw(cfg, 20, 7).inputs)
 
 
 def test_a_tiny_chess_run_scores_piece_classes(tmp_path) -> None:
