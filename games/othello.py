@@ -122,21 +122,33 @@ def random_games(n: int, rng: np.random.Generator) -> Games:
     check_int("n", n)
     starts = range(0, n, CHUNK)
     seeds = rng.integers(0, 2**63 - 1, size=len(starts)).tolist()
-    parts = map_threads(lambda a, seed: _play(min(CHUNK, n - a), np.random.default_rng(seed)), starts, seeds)
-    if len(parts) == 1:
-        return parts[0]
-    return Games(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Games)))
+    games = Games(
+        moves=np.full((n, 60), -1, dtype=np.int64),
+        player=np.full((n, 60), -1, dtype=np.int8),
+        boards=np.empty((n, 61, 64), dtype=np.int8),
+        legal=np.zeros((n, 60), dtype=np.uint64),
+        flipped=np.zeros((n, 60), dtype=np.uint64),
+        length=np.zeros(n, dtype=np.int64),
+        score=np.empty(n, dtype=np.int64),
+    )
+    # Each chunk is played into its rows of `games`: concatenating chunks afterwards would run on one thread.
+    map_threads(lambda a, seed: _play(_rows(games, slice(a, a + CHUNK)), np.random.default_rng(seed)), starts, seeds)
+    return games
 
 
-def _play(n: int, rng: np.random.Generator) -> Games:
+def _play(games: Games, rng: np.random.Generator) -> None:
+    """Play the rows of ``games`` (moves and player -1, legal, flipped and length 0) to the end, in place."""
+    n = len(games.moves)
+    moves, player, boards, legal_at, flipped_at, length = (
+        games.moves,
+        games.player,
+        games.boards,
+        games.legal,
+        games.flipped,
+        games.length,
+    )
     mover, opponent = start(n)
     turn = np.zeros(n, dtype=np.int8)  # 0: black to move
-    moves = np.full((n, 60), -1, dtype=np.int64)
-    player = np.full((n, 60), -1, dtype=np.int8)
-    boards = np.zeros((n, 61, 64), dtype=np.int8)
-    legal_at = np.zeros((n, 60), dtype=np.uint64)
-    flipped_at = np.zeros((n, 60), dtype=np.uint64)
-    length = np.zeros(n, dtype=np.int64)
     over = np.zeros(n, dtype=bool)
     rows = np.arange(n)
     end = 60
@@ -171,8 +183,7 @@ def _play(n: int, rng: np.random.Generator) -> Games:
         turn[lr] ^= 1
     final = _board(mover, opponent, turn)
     boards[:, end:] = final[:, None]
-    score = (final == 1).sum(1) - (final == 2).sum(1)
-    return Games(moves, player, boards, legal_at, flipped_at, length, score.astype(np.int64))
+    games.score[:] = (final == 1).sum(1) - (final == 2).sum(1)
 
 
 N_CTX = 59  # OthelloGPT's context: a model reads moves 1-59 and predicts moves 2-60
