@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--l1", type=float, nargs="*", default=[0.1, 0.3])
     parser.add_argument("--resample-every", type=int, default=0, help="resample dead latents every N steps (0: never)")
     parser.add_argument("--resample-until", type=int, default=0, help="last step that may resample (0: the end)")
+    parser.add_argument("--decay-fraction", type=float, default=0.2, help="final share of steps with a decaying lr")
+    parser.add_argument("--seed", type=int, default=0, help="SAE initialisation and training stream")
     parser.add_argument("--out", default="bench-results/sharkey.json")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -50,12 +52,13 @@ def main() -> None:
                 resample_every=args.resample_every,
                 resample_until=args.resample_until,
                 dead_after=max(1, args.resample_every // 2) if args.resample_every else 1000,
+                seed=args.seed,
             )
             row, _ = run_variant(
                 model,
                 "sharkey2022",
                 cfg,
-                TrainConfig(steps=args.steps, lr=args.lr),
+                TrainConfig(steps=args.steps, lr=args.lr, decay_fraction=args.decay_fraction),
                 batch_size=args.batch,
                 eval_batch=held_out,
                 progress=False,
