@@ -20,22 +20,27 @@ ANCHOR = 84.0  # othello_world, games/s per process (DESIGN.md)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--games", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs in this process")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     random_games(1000, rng)  # warm-up
-    start = time.perf_counter()
-    games = random_games(args.games, rng)
-    played = time.perf_counter()
-    labels = token_labels(games)
-    done = time.perf_counter()
     print(
-        f"{args.games} games, mean {games.length.mean():.1f} moves, {torch.get_num_threads()} threads "
-        f"(anchor: othello_world {ANCHOR:.0f}/s per process)"
+        f"{args.games} games per run, {torch.get_num_threads()} threads (anchor: othello_world {ANCHOR:.0f}/s per process)"
     )
-    for what, seconds in (("games and boards", played - start), ("+ 384 labels per token", done - start)):
-        rate = args.games / seconds
-        print(f"  {what:24s} {rate:9,.0f} games/s  {rate / ANCHOR:6,.0f}x")
-    print(f"  labels: {labels.nbytes / 1e9:.2f} GB of bools")
+    rates = {"games and boards": [], "+ 384 labels per token": []}
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        games = random_games(args.games, rng)
+        played = time.perf_counter()
+        labels = token_labels(games)
+        done = time.perf_counter()
+        rates["games and boards"].append(args.games / (played - start))
+        rates["+ 384 labels per token"].append(args.games / (done - start))
+        del labels
+    for what, runs in rates.items():
+        each = " / ".join(f"{r:,.0f}" for r in runs)
+        print(f"  {what:24s} {each} games/s; median {np.median(runs) / ANCHOR:,.0f}x")
+    print(f"  mean {games.length.mean():.1f} moves; labels: {args.games * 60 * 384 / 1e9:.2f} GB of bools per run")
 
 
 if __name__ == "__main__":
