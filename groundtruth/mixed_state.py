@@ -169,7 +169,8 @@ def mixed_state_presentation(
             new = unnorm[t_idx, n_idx] / p[:, None]
         new_keys = np.rint(new * scale).astype(np.int64)
         uniq, rep, inverse = _group(_hash_rows(new_keys))
-        pos = np.minimum(np.searchsorted(hashes, uniq), len(hashes) - 1)
+        at = np.searchsorted(hashes, uniq)
+        pos = np.minimum(at, len(hashes) - 1)
         found = hashes[pos] == uniq
         target = np.where(found, ids[pos], -1)
         is_fresh_row = np.zeros(len(new_keys), bool)
@@ -178,7 +179,7 @@ def mixed_state_presentation(
         new_ids = len(keys) + np.arange(len(fresh_rows))
         target[inverse[fresh_rows]] = new_ids
         keys.extend(np.take(new_keys, fresh_rows, axis=0))
-        at = np.searchsorted(hashes, uniq[~found])  # insert the sorted new hashes in place: O(N), no sort
+        at = at[~found]  # insert the sorted new hashes in place: O(N), no sort
         hashes, ids = np.insert(hashes, at, uniq[~found]), np.insert(ids, at, target[~found])
         target = target[inverse]
         if not np.array_equal(np.take(keys.data, target, axis=0), new_keys):
