@@ -155,7 +155,9 @@ class IndependentFiring:
             )
         return _with_always(keys, self.always, n, self.n_features), None
 
-    def fire_runs(self, rows: torch.Tensor, first: torch.Tensor, width: int, state: None, generator: torch.Generator):
+    def fire_runs(
+        self, rows: torch.Tensor, first: torch.Tensor, width: int, state: None, generator: torch.Generator
+    ) -> torch.Tensor:
         """Whether cells ``(rows[k], first[k] + j)``, ``j < width``, fire: a ``[len(rows), width]`` mask."""
         p = _runs(self.p, width).index_select(0, first)
         return torch.rand(p.shape, generator=generator, dtype=torch.float64) < p
