@@ -122,13 +122,13 @@ def random_games(n: int, rng: np.random.Generator) -> Games:
     check_int("n", n)
     starts = range(0, n, CHUNK)
     seeds = rng.integers(0, 2**63 - 1, size=len(starts)).tolist()
-    games = Games(
-        moves=np.full((n, 60), -1, dtype=np.int64),
-        player=np.full((n, 60), -1, dtype=np.int8),
+    games = Games(  # every field is written by _play, chunk by chunk
+        moves=np.empty((n, 60), dtype=np.int64),
+        player=np.empty((n, 60), dtype=np.int8),
         boards=np.empty((n, 61, 64), dtype=np.int8),
-        legal=np.zeros((n, 60), dtype=np.uint64),
-        flipped=np.zeros((n, 60), dtype=np.uint64),
-        length=np.zeros(n, dtype=np.int64),
+        legal=np.empty((n, 60), dtype=np.uint64),
+        flipped=np.empty((n, 60), dtype=np.uint64),
+        length=np.empty(n, dtype=np.int64),
         score=np.empty(n, dtype=np.int64),
     )
     # Each chunk is played into its rows of `games`: concatenating chunks afterwards would run on one thread.
@@ -137,7 +137,7 @@ def random_games(n: int, rng: np.random.Generator) -> Games:
 
 
 def _play(games: Games, rng: np.random.Generator) -> None:
-    """Play the rows of ``games`` (moves and player -1, legal, flipped and length 0) to the end, in place."""
+    """Play the rows of ``games`` from the start to the end of each game, writing every field in place."""
     n = len(games.moves)
     moves, player, boards, legal_at, flipped_at, length = (
         games.moves,
@@ -147,6 +147,11 @@ def _play(games: Games, rng: np.random.Generator) -> None:
         games.flipped,
         games.length,
     )
+    moves.fill(-1)
+    player.fill(-1)
+    legal_at.fill(0)
+    flipped_at.fill(0)
+    length.fill(0)
     mover, opponent = start(n)
     turn = np.zeros(n, dtype=np.int8)  # 0: black to move
     over = np.zeros(n, dtype=bool)
