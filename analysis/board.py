@@ -37,6 +37,7 @@ __all__ = [
     "Coverage",
     "Reconstruction",
     "board_reconstruction",
+    "class_f1",
     "classifier_counts",
     "coverage",
     "f1_scores",
@@ -333,15 +334,38 @@ def _class_columns(names: tuple[str, ...], classes: tuple[str, ...]) -> torch.Te
         raise ValueError(f"labels lack {missing.args[0]!r}: every class needs every square") from None
 
 
+def class_f1(predicted: torch.Tensor, true: torch.Tensor, classes: list[int]) -> float:
+    """Pooled F1 over the cells of ``classes`` of boards with one class per square (``[n, S]`` ints):
+    a cell counts as predicted when the predicted class is one of ``classes``, and as hit when it is
+    also the true one. Scores a probe's board the way board reconstruction scores an SAE's."""
+    if predicted.shape != true.shape:
+        raise ValueError(f"predicted {tuple(predicted.shape)} and true {tuple(true.shape)} must have the same shape")
+    scored = torch.as_tensor(classes, dtype=true.dtype)
+    hit = (torch.isin(true, scored) & (predicted == true)).sum()
+    total = torch.isin(predicted, scored).sum() + torch.isin(true, scored).sum()
+    return float(2 * hit / total) if total else float("nan")
+
+
 @dataclass(frozen=True)
 class Probe:
     """A linear probe's held-out accuracy per square and overall; for one-hot classes the pooled F1 of
-    the predicted board equals the accuracy, so it compares directly with board reconstruction F1."""
+    the predicted board equals the accuracy, so it compares directly with board reconstruction F1.
+    ``weight [S × C, d]`` and ``bias [S × C]`` act on raw features (the standardisation is folded in)."""
 
     accuracy: float
     per_square: torch.Tensor
     weight: torch.Tensor
     bias: torch.Tensor
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """``[n, S]``: the most likely class of every square for each row of ``features [n, d]``."""
+        return _probe_classes(
+            _check_features("features", features).float(), self.weight, self.bias, len(self.per_square)
+        )
+
+
+def _probe_classes(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_squares: int) -> torch.Tensor:
+    return (x @ weight.T + bias).reshape(len(x), n_squares, -1).argmax(-1)
 
 
 def linear_probe(
@@ -389,9 +413,10 @@ def linear_probe(
 
     optimizer.step(closure)
     with torch.no_grad():
-        logits = linear((test_features - mean) / std).reshape(len(test_features), n_squares, n_classes)
-        correct = (logits.argmax(-1) == test_classes).double()
-    return Probe(float(correct.mean()), correct.mean(0), linear.weight.detach() / std, linear.bias.detach())
+        weight = linear.weight / std
+        bias = linear.bias - weight @ mean
+        correct = (_probe_classes(test_features, weight, bias, n_squares) == test_classes).double()
+    return Probe(float(correct.mean()), correct.mean(0), weight, bias)
 
 
 @dataclass(frozen=True)

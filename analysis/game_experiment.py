@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from analysis.beliefs import activations, sae_codes, sequence_split
-from analysis.board import linear_probe, score_board, square_classes
+from analysis.board import class_f1, linear_probe, score_board, square_classes
 from analysis.recovery import VARIANTS, sae_config
 from analysis.runs import open_run
 from games import chess, othello
@@ -103,8 +103,16 @@ class GameConfig:
 
     @property
     def board(self) -> tuple[str, ...]:
-        """The classes, one per square, that the probe reads and board reconstruction scores."""
+        """The classes, one per square, that the probe reads and coverage scores; the empty class first
+        (Othello's last)."""
         return ("mine", "theirs", "empty") if self.game == "othello" else chess.PIECE_CLASSES
+
+    @property
+    def pieces(self) -> tuple[str, ...]:
+        """The board without its empty class: what board reconstruction F1 scores, as Karvonen et al. (2024)
+        report it (their blank-masked boards). With empty squares in, the position in the game alone
+        predicts much of an early board, and a random-init model scores 0.3 instead of under 0.1."""
+        return ("mine", "theirs") if self.game == "othello" else chess.PIECE_CLASSES[1:]
 
     def transformer(self) -> TransformerConfig:
         d_vocab = 61 if self.game == "othello" else len(chess.UCI_VOCAB)
@@ -181,20 +189,23 @@ def legal_move_rate(logits: torch.Tensor, games: EvalGames) -> float:
     return float((ok & going.reshape(n, t)).sum() / going.sum())
 
 
-def probe_layers(
-    acts: dict[str, torch.Tensor], games: EvalGames, board: tuple[str, ...], seed: int
-) -> dict[str, list[float]]:
-    """Held-out accuracy per square of a linear probe for the ``board`` classes on each hook, fitted on
-    half the games and scored on the other half (positions after a game's end are left out)."""
-    classes = square_classes(games.labels, games.names, board)
-    held = sequence_split(len(classes), 0.5, torch.Generator().manual_seed(seed))[:, None]
+def probe_layers(acts: dict[str, torch.Tensor], games: EvalGames, cfg: GameConfig) -> dict[str, dict]:
+    """A linear probe for the board classes on each hook, fitted on half the games and scored on the
+    other half (positions after a game's end are left out): its held-out accuracy per square
+    (``per_square``) and the F1 of the pieces it predicts (``pieces_f1``, scored as board reconstruction)."""
+    classes = square_classes(games.labels, games.names, cfg.board)
+    held = sequence_split(len(classes), 0.5, torch.Generator().manual_seed(cfg.seed))[:, None]
     real = classes[..., 0] >= 0
+    pieces = [cfg.board.index(c) for c in cfg.pieces]
     out = {}
     for hook, x in acts.items():
         fit, test = (x[~held & real], classes[~held & real]), (x[held & real], classes[held & real])
-        probe = linear_probe(*fit, *test, len(board))
-        out[hook] = probe.per_square.tolist()
-        logger.info("probe on %s: %.4f", hook, probe.accuracy)
+        probe = linear_probe(*fit, *test, len(cfg.board))
+        out[hook] = {
+            "per_square": probe.per_square.tolist(),
+            "pieces_f1": class_f1(probe.predict(test[0]), test[1], pieces),
+        }
+        logger.info("probe on %s: accuracy %.4f, pieces F1 %.4f", hook, probe.accuracy, out[hook]["pieces_f1"])
     return out
 
 
@@ -202,15 +213,22 @@ def resid(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 
 
-def _score(features: torch.Tensor, games: EvalGames, board: tuple[str, ...], seed: int) -> dict:
-    """Board scores of ``features``, and coverage over every labelled property."""
-    report = score_board(features, games.labels, games.names, properties=board, seed=seed)
-    everything = score_board(features, games.labels, games.names, seed=seed)
-    row = report.summary()
-    row["reconstruction_by_position"] = report.reconstruction.per_position.tolist()
-    row["f1_by_property"] = report.property_f1()
-    row["coverage_all_properties"] = everything.coverage.value
-    return row
+def _score(features: torch.Tensor, games: EvalGames, cfg: GameConfig) -> dict:
+    """Board scores of ``features``: coverage of the board, board reconstruction of its pieces (and of
+    the whole board, empty squares included), and coverage over every labelled property."""
+    board = score_board(features, games.labels, games.names, properties=cfg.board, seed=cfg.seed)
+    pieces = score_board(features, games.labels, games.names, properties=cfg.pieces, seed=cfg.seed)
+    everything = score_board(features, games.labels, games.names, seed=cfg.seed)
+    return {
+        "coverage": board.coverage.value,
+        "coverage_threshold": board.coverage.threshold,
+        "reconstruction_f1": pieces.reconstruction.f1,
+        "reconstruction_threshold": pieces.reconstruction.threshold,
+        "reconstruction_by_position": pieces.reconstruction.per_position.tolist(),
+        "reconstruction_f1_with_empty": board.reconstruction.f1,
+        "f1_by_property": board.property_f1(),
+        "coverage_all_properties": everything.coverage.value,
+    }
 
 
 def _sae_data(model: HookedTransformer, hook: str, cfg: GameConfig) -> torch.Tensor:
@@ -254,7 +272,7 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     games = EvalGames.draw(cfg, cfg.eval_games, cfg.seed + 1_000_003)
     hooks = ["blocks.0.hook_resid_pre"] + [resid(layer) for layer in range(tcfg.n_layers)]
     results: dict = {"config": asdict(cfg), "transformer": tcfg.to_dict(), "train_minutes": minutes}
-    results["board"] = list(cfg.board)
+    results["board"], results["pieces"] = list(cfg.board), list(cfg.pieces)
     acts = {}
     for name, net in (("trained", model), ("untrained", untrained)):
         logits, acts[name] = activations(net, games.inputs, hooks, _BATCH)
@@ -263,9 +281,10 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
         results[name] = {"loss": loss, "legal_move_rate": legal_move_rate(logits, games)}
 
     def probe(name: str, probed: list[str]) -> None:
-        per_square = probe_layers({h: acts[name][h] for h in probed}, games, cfg.board, cfg.seed)
-        results[name]["probe"] = {h: float(np.mean(v)) for h, v in per_square.items()}
-        results[name]["probe_by_square"] = per_square
+        probes = probe_layers({h: acts[name][h] for h in probed}, games, cfg)
+        results[name]["probe"] = {h: float(np.mean(p["per_square"])) for h, p in probes.items()}
+        results[name]["probe_by_square"] = {h: p["per_square"] for h, p in probes.items()}
+        results[name]["probe_pieces_f1"] = {h: p["pieces_f1"] for h, p in probes.items()}
 
     probe("trained", hooks)  # every layer, to find where the board is
     probes = results["trained"]["probe"]
@@ -274,18 +293,17 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     results["layer"], results["hook"] = layer, hook
     probe("untrained", [hook])  # the baseline where it is compared
     del acts
-    # A probe picks one class per square, so its board F1 (pooled over squares) equals its accuracy.
-    results["probe_board_f1"] = {name: results[name]["probe"][hook] for name in ("trained", "untrained")}
+    results["probe_board_f1"] = {name: results[name]["probe_pieces_f1"][hook] for name in ("trained", "untrained")}
     results["saes"] = []
     for name, net in (("trained", model), ("untrained", untrained)):
         _, acts = activations(net, games.inputs, [hook, f"blocks.{layer}.mlp.hook_post"], _BATCH)
-        results[name]["neurons"] = _score(acts[f"blocks.{layer}.mlp.hook_post"], games, cfg.board, cfg.seed)
+        results[name]["neurons"] = _score(acts[f"blocks.{layer}.mlp.hook_post"], games, cfg)
         data = functools.cache(lambda net=net: _sae_data(net, hook, cfg))  # one set of games for all its SAEs
         for variant, knob in cfg.saes:
             sae = _sae(data, cfg, variant, knob, out / "saes" / f"{name}-{variant}-{knob:g}", progress)
             codes = sae_codes(sae, acts[hook])
             row = {"model": name, "variant": variant, "knob": knob, "l0": float((codes != 0).sum(-1).float().mean())}
-            results["saes"].append({**row, **_score(codes, games, cfg.board, cfg.seed)})
+            results["saes"].append({**row, **_score(codes, games, cfg)})
             logger.info("%s %s %g: %s", name, variant, knob, results["saes"][-1]["reconstruction_f1"])
     results["seconds"] = time.perf_counter() - started
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
@@ -311,23 +329,20 @@ def games_report(results: dict) -> str:
             f"{h.split('.')[1] if h != 'blocks.0.hook_resid_pre' else 'embed'}:{acc:.3f}"
             for h, acc in t["probe"].items()
         ),
-        f"SAEs read {hook}; board = {_board_name(results['board'])} on 64 squares; held-out games",
+        f"SAEs read {hook}; held-out games. coverage: {_board_name(results['board'])} on 64 squares; board F1: "
+        f"reconstruction of the pieces ({_board_name(results['pieces'])}), and of the whole board with its empty squares",
         "",
-        f"{'features':28s} {'model':>9} {'L0':>7} {'coverage':>9} {'board F1':>9} {'cov. (all)':>10}",
+        f"{'features':28s} {'model':>9} {'L0':>7} {'coverage':>9} {'board F1':>9} {'w/ empty':>9} {'cov. (all)':>10}",
     ]
-    for row in results["saes"]:
+    rows = [(f"{r['variant']} {r['knob']:g}", r["model"], f"{r['l0']:7.1f}", r) for r in results["saes"]]
+    rows += [("MLP neurons", name, "", results[name]["neurons"]) for name in ("trained", "untrained")]
+    for features, model, l0, r in rows:
         lines.append(
-            f"{row['variant'] + ' ' + format(row['knob'], 'g'):28s} {row['model']:>9} {row['l0']:7.1f} "
-            f"{row['coverage']:9.3f} {row['reconstruction_f1']:9.3f} {row['coverage_all_properties']:10.3f}"
+            f"{features:28s} {model:>9} {l0:>7} {r['coverage']:9.3f} {r['reconstruction_f1']:9.3f} "
+            f"{r['reconstruction_f1_with_empty']:9.3f} {r['coverage_all_properties']:10.3f}"
         )
-    for name in ("trained", "untrained"):
-        n = results[name]["neurons"]
-        lines.append(
-            f"{'MLP neurons':28s} {name:>9} {'':>7} {n['coverage']:9.3f} {n['reconstruction_f1']:9.3f} "
-            f"{n['coverage_all_properties']:10.3f}"
-        )
-    for name, acc in results["probe_board_f1"].items():
-        lines.append(f"{'linear probe (F1 = accuracy)':28s} {name:>9} {'':>7} {'':>9} {acc:9.3f}")
+    for name, f1 in results["probe_board_f1"].items():
+        lines.append(f"{'linear probe':28s} {name:>9} {'':>7} {'':>9} {f1:9.3f} {results[name]['probe'][hook]:9.3f}")
     return "\n".join(lines)
 
 

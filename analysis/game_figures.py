@@ -47,7 +47,7 @@ def frontier(rows: list[dict], stem: Path, title: str) -> list[Path]:
     variants = sorted({r["variant"] for r in rows})
     colours = dict(zip(variants, sns.color_palette("colorblind", len(variants)), strict=True))
     for ax, metric, name in (
-        (axes[0], "reconstruction_f1", "board reconstruction F1"),
+        (axes[0], "reconstruction_f1", "board reconstruction F1 (pieces)"),
         (axes[1], "coverage", "coverage"),
     ):
         for variant in variants:

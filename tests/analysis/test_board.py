@@ -16,6 +16,7 @@ from analysis.beliefs import sequence_split
 from analysis.board import (
     THRESHOLDS,
     board_reconstruction,
+    class_f1,
     classifier_counts,
     coverage,
     f1_scores,
@@ -266,6 +267,32 @@ def test_square_classes_read_one_hot_boards() -> None:
         square_classes(labels, names, ("mine", "flipped"))
 
 
+@settings(max_examples=30, deadline=None)
+@given(seeds(), st.integers(1, 6), st.integers(1, 5), st.integers(2, 4))
+def test_class_f1_equals_a_loop_over_cells(seed: int, n: int, squares: int, n_classes: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    predicted, true = torch.randint(0, n_classes, (2, n, squares), generator=g)
+    scored = [c for c in range(n_classes) if torch.rand(1, generator=g) < 0.6]
+    hits = claimed = present = 0
+    for p, t in zip(predicted.flatten().tolist(), true.flatten().tolist(), strict=True):
+        claimed += p in scored
+        present += t in scored
+        hits += p == t and t in scored
+    expected = 2 * hits / (claimed + present) if claimed + present else None
+    got = class_f1(predicted, true, scored)
+    assert got == pytest.approx(expected) if expected is not None else np.isnan(got)
+
+
+def test_class_f1_of_a_hand_worked_board() -> None:
+    # classes 0 mine, 1 theirs, 2 empty; pieces scored: 3 predicted, 3 true, 2 right → F1 = 4 / 6
+    predicted = torch.tensor([[0, 1, 2, 0]])
+    true = torch.tensor([[0, 1, 0, 2]])
+    assert class_f1(predicted, true, [0, 1]) == pytest.approx(2 / 3)
+    assert class_f1(predicted, true, [0, 1, 2]) == pytest.approx(0.5)  # with every class: the accuracy
+    with pytest.raises(ValueError, match="same shape"):
+        class_f1(predicted, true[:, :2], [0])
+
+
 def test_linear_probe_reads_a_planted_board_and_not_a_shuffled_one() -> None:
     g = torch.Generator().manual_seed(0)
     classes = torch.randint(0, 3, (2000, 4), generator=g)
@@ -273,6 +300,10 @@ def test_linear_probe_reads_a_planted_board_and_not_a_shuffled_one() -> None:
     features = onehot @ torch.randn(12, 16, generator=g) + 0.1 * torch.randn(2000, 16, generator=g)
     probe = linear_probe(features[:1000], classes[:1000], features[1000:], classes[1000:], 3)
     assert probe.accuracy > 0.99 and probe.per_square.shape == (4,)
+    # weight and bias act on raw features: predictions made from them give the same accuracy
+    assert (probe.predict(features[1000:]) == classes[1000:]).double().mean() == pytest.approx(probe.accuracy)
+    shifted = linear_probe(features[:1000] + 50, classes[:1000], features[1000:] + 50, classes[1000:], 3)
+    assert (shifted.predict(features[1000:] + 50) == classes[1000:]).double().mean() > 0.99
     shuffled = classes[torch.randperm(2000, generator=g)]
     chance = linear_probe(features[:1000], shuffled[:1000], features[1000:], shuffled[1000:], 3)
     assert 0.25 < chance.accuracy < 0.42

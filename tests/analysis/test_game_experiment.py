@@ -79,7 +79,7 @@ def test_sae_training_inputs_skip_the_labels_but_not_the_games(game: str) -> Non
 def test_a_tiny_chess_run_scores_piece_classes(tmp_path) -> None:
     cfg = replace(TINY, game="chess", max_plies=16, saes=(("topk", 4),))
     results = run_games(cfg, tmp_path, progress=False)
-    assert results["board"][0] == "blank" and len(results["board"]) == 13
+    assert results["board"][0] == "blank" and len(results["board"]) == 13 and results["pieces"] == results["board"][1:]
     row = results["saes"][0]
     assert all(name.split("@")[0] in results["board"] for name in row["f1_by_property"])
     assert len(row["reconstruction_by_position"]) == 16
@@ -92,8 +92,10 @@ def test_a_tiny_run_writes_results_figures_and_reuses_its_model(tmp_path) -> Non
     assert saved["hook"] == results["hook"] and len(saved["saes"]) == 4  # 2 SAEs x trained/random init
     for name in ("frontier", "probe_by_square", "latent_f1_by_square"):
         assert (tmp_path / f"{name}.png").exists() and (tmp_path / f"{name}.pdf").exists()
+    assert saved["pieces"] == ["mine", "theirs"]  # board reconstruction leaves the empty squares out
     for row in saved["saes"]:
         assert 0 <= row["coverage"] <= 1 and 0 <= row["reconstruction_f1"] <= 1
+        assert 0 <= row["reconstruction_f1_with_empty"] <= 1
         assert len(row["reconstruction_by_position"]) == othello.N_CTX
         assert "empty@D4" not in row["f1_by_property"]  # never-empty centre squares are not scored
     topk = [r for r in saved["saes"] if r["variant"] == "topk"]
@@ -101,6 +103,7 @@ def test_a_tiny_run_writes_results_figures_and_reuses_its_model(tmp_path) -> Non
     assert (
         0 <= saved["trained"]["legal_move_rate"] <= 1 and len(saved["trained"]["probe_by_square"][saved["hook"]]) == 64
     )
+    assert all(0 <= f1 <= 1 for f1 in saved["probe_board_f1"].values())
     assert "linear probe" in games_report(results)
     again = run_games(TINY, tmp_path, progress=False)
     assert again["train_minutes"] is None  # loaded, not retrained
