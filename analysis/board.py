@@ -421,25 +421,17 @@ def linear_probe(
 
 @dataclass(frozen=True)
 class BoardReport:
-    """Coverage and board reconstruction of one set of features, on held-out games, with the names of
-    the properties scored (:func:`score_board`)."""
+    """Coverage and board reconstruction (None when skipped) of one set of features, on held-out games,
+    with the names of the properties scored (:func:`score_board`)."""
 
     coverage: Coverage
-    reconstruction: Reconstruction
+    reconstruction: Reconstruction | None
     names: tuple[str, ...]
 
     def property_f1(self) -> dict[str, float]:
         """Best feature's F1 per occurring property, at the coverage threshold."""
         return {
             n: float(f) for n, f, o in zip(self.names, self.coverage.best_f1, self.coverage.occurring, strict=True) if o
-        }
-
-    def summary(self) -> dict[str, float]:
-        return {
-            "coverage": self.coverage.value,
-            "coverage_threshold": self.coverage.threshold,
-            "reconstruction_f1": self.reconstruction.f1,
-            "reconstruction_threshold": self.reconstruction.threshold,
         }
 
 
@@ -455,6 +447,7 @@ def score_board(
     thresholds: tuple[float, ...] = THRESHOLDS,
     precision: float = 0.95,
     min_firings: int = 10,
+    reconstruct: bool = True,
 ) -> BoardReport:
     """Score features ``[games, t, m]`` (an SAE's codes, neurons, a hook) against board labels
     ``[games, t, K]``: features are labelled on one part of the games and scored on the rest.
@@ -462,7 +455,8 @@ def score_board(
     ``properties`` keeps the labels whose name starts with one of them (``("mine", "theirs", "empty")``
     for the board; default: all); ``mask [games, t]`` the positions to score (default: positions with any
     label, which drops padding). Every token position is scored, with a per-position breakdown.
-    ``thresholds``, ``precision`` and ``min_firings`` are those of :func:`board_reconstruction`.
+    ``thresholds``, ``precision`` and ``min_firings`` are those of :func:`board_reconstruction`;
+    ``reconstruct=False`` skips it (the report's ``reconstruction`` is None), for coverage alone.
     """
     if features.ndim != 3 or labels.ndim != 3 or features.shape[:2] != labels.shape[:2]:
         raise ValueError(
@@ -484,6 +478,8 @@ def score_board(
     held_out = classifier_counts(
         features[test], labels[test], thresholds=thresholds, max_activation=counts.max_activation
     )
+    if not reconstruct:
+        return BoardReport(coverage(held_out), None, names)
     rec = board_reconstruction(
         features[train],
         labels[train],

@@ -218,7 +218,7 @@ def _score(features: torch.Tensor, games: EvalGames, cfg: GameConfig) -> dict:
     the whole board, empty squares included), and coverage over every labelled property."""
     board = score_board(features, games.labels, games.names, properties=cfg.board, seed=cfg.seed)
     pieces = score_board(features, games.labels, games.names, properties=cfg.pieces, seed=cfg.seed)
-    everything = score_board(features, games.labels, games.names, seed=cfg.seed)
+    everything = score_board(features, games.labels, games.names, seed=cfg.seed, reconstruct=False)
     return {
         "coverage": board.coverage.value,
         "coverage_threshold": board.coverage.threshold,
@@ -330,7 +330,7 @@ def games_report(results: dict) -> str:
             for h, acc in t["probe"].items()
         ),
         f"SAEs read {hook}; held-out games. coverage: {_board_name(results['board'])} on 64 squares; board F1: "
-        f"reconstruction of the pieces ({_board_name(results['pieces'])}), and of the whole board with its empty squares",
+        f"reconstruction of the pieces ({_pieces_name(results['pieces'])}), and of the whole board with its empty squares",
         "",
         f"{'features':28s} {'model':>9} {'L0':>7} {'coverage':>9} {'board F1':>9} {'w/ empty':>9} {'cov. (all)':>10}",
     ]
@@ -348,3 +348,7 @@ def games_report(results: dict) -> str:
 
 def _board_name(board: list[str]) -> str:
     return "/".join(board) if len(board) <= 3 else f"piece ({len(board)} classes)"
+
+
+def _pieces_name(pieces: list[str]) -> str:
+    return "/".join(pieces) if len(pieces) <= 3 else f"{len(pieces)} classes"

@@ -254,6 +254,8 @@ def test_score_board_finds_planted_features_and_splits_by_game() -> None:
     )
     assert report.coverage.value == pytest.approx(expected.value)
     assert report.coverage.value < 0.6 and report.reconstruction.f1 < 0.3
+    alone = score_board(noise, labels, names, properties=("mine", "theirs", "empty"), reconstruct=False)
+    assert alone.reconstruction is None and alone.coverage.value == report.coverage.value
 
 
 def test_square_classes_read_one_hot_boards() -> None:
