@@ -103,8 +103,8 @@ class GameConfig:
 
     @property
     def board(self) -> tuple[str, ...]:
-        """The classes, one per square, that the probe reads and coverage scores; the empty class first
-        (Othello's last)."""
+        """The classes, one per square, that the probe reads and coverage scores, the empty one included
+        (Othello's ``empty``, chess's ``blank``)."""
         return ("mine", "theirs", "empty") if self.game == "othello" else chess.PIECE_CLASSES
 
     @property
