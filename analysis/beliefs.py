@@ -180,7 +180,9 @@ def activations(
     model, tokens: torch.Tensor, names: list[str], batch_size: int = 16_384
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits ``[N, n_ctx, V]`` and ``{hook name: [N, n_ctx, d]}`` from one pass of
-    ``model.run_with_cache`` over ``tokens``, in batches, without gradients."""
+    ``model.run_with_cache`` over ``tokens``, in batches, without gradients (a name given twice is
+    returned once)."""
+    names = list(dict.fromkeys(names))
     logits, parts = [], {name: [] for name in names}
     with torch.no_grad():
         for start in range(0, len(tokens), batch_size):

@@ -104,7 +104,10 @@ def _games(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
-        layer=args.layer,
+        sae_games=args.sae_games,
+        sae_width=args.sae_width,
+        sae_steps=args.sae_steps,
+        hook=args.hook,
         seed=args.seed,
     )
     out = Path(args.out or f"groundtruth-games/{cfg.game}-{cfg.model}")
@@ -115,7 +118,7 @@ def _games(args: argparse.Namespace) -> int:
     print()
     print(f"results:  {out / 'results.json'}")
     print(f"figures:  {', '.join(sorted(p.name for p in out.glob('*.png')))} (and PDF) in {out}/")
-    print(f"model:    {out / 'model'}/, SAEs: {out / 'saes'}/ (a rerun with the same options reuses them)")
+    print(f"model:    {out / 'model'}/, SAEs: {out / 'saes'}/ (a rerun with the same model options reuses them)")
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0
 
@@ -203,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="With --generate N: write N random legal games in resumable shards. Otherwise: train a "
         "transformer on random games (or load the one trained before with the same options), probe every layer "
         "for the board (Othello: mine/theirs/empty; chess, on UCI move tokens: the piece on each square), train "
-        "SAEs on the best layer of the trained and of a random-init model, and score them, the MLP neurons and the "
+        "SAEs on a hook (default: the best probe layer's resid_post) of the trained and of a random-init model, and score them, the MLP neurons and the "
         "probe by coverage and board reconstruction (Karvonen et al. 2024).",
     )
     games.add_argument("game", choices=("othello", "chess"), help="which game")
@@ -227,8 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     games.add_argument("--lr", type=float, default=game_defaults.lr, help="Adam learning rate (default: %(default)s)")
     games.add_argument(
-        "--layer", type=int, default=-1, help="block whose resid_post the SAEs read (default: best probe)"
+        "--hook",
+        default="",
+        help="hook the SAEs read, e.g. blocks.1.mlp.hook_post (default: the best probe layer's resid_post)",
     )
+    for flag, what in (
+        ("width", "latents per SAE"),
+        ("steps", "SAE training steps"),
+        ("games", "games of SAE training data"),
+    ):
+        games.add_argument(
+            f"--sae-{flag}",
+            type=int,
+            default=getattr(game_defaults, f"sae_{flag}"),
+            help=f"{what} (default: %(default)s)",
+        )
     games.add_argument("--seed", type=int, default=0, help="seed for games, weights and splits (default: %(default)s)")
     games.add_argument("--out", help="output folder (default: groundtruth-games/GAME-MODEL or GAME-data)")
     games.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -2,12 +2,13 @@
 
 Reproduces the setting of Karvonen et al. (2024) on OthelloGPT-style data (Li et al. 2023; Nanda et al.
 2023): a transformer learns to predict the next move of uniformly random legal games; a linear probe per
-square reads mine/theirs/empty from each layer; SAEs trained on the best layer's residual stream are
-scored as board-property classifiers (coverage and board reconstruction, :mod:`analysis.board`), next to
+square reads mine/theirs/empty from each layer; SAEs trained on a hook (by default the best layer's
+residual stream) are scored as board-property classifiers (coverage and board reconstruction, :mod:`analysis.board`), next to
 three baselines scored the same way: SAEs on the same architecture at random initialisation, the raw MLP
-neurons of that layer, and the probe itself. Chess runs the same way on UCI move tokens (one token per
+neurons of that block, and the probe itself. Chess runs the same way on UCI move tokens (one token per
 move; the board is the piece on each square, 13 classes). Everything lands in one folder: the model, the SAEs,
-``results.json`` and the figures; a rerun with the same config loads the trained model.
+``results.json`` and the figures; a rerun with the same model options loads the trained model, and SAEs
+on another hook or with other settings are trained next to the earlier ones.
 """
 
 from __future__ import annotations
@@ -53,15 +54,26 @@ MODELS: dict[str, dict[str, int]] = {
 }
 
 
+MODEL_FIELDS = ("game", "model", "max_plies", "steps", "batch_size", "lr", "soft", "seed")
+
+
+def sae_hooks(tcfg: TransformerConfig) -> list[str]:
+    """The hooks an SAE can read: those with one vector per token (not attention patterns or the
+    position embedding)."""
+    return [h for h in tcfg.hook_names if not h.endswith(("hook_pattern", "hook_pos_embed"))]
+
+
 @dataclass(frozen=True)
 class GameConfig:
-    """One board-game experiment; the JSON of this config identifies its output folder.
+    """One board-game experiment. The fields that make the model (:data:`MODEL_FIELDS`) identify its
+    output folder; the rest (evaluation, the hook, the SAEs) can change between runs in one folder.
 
     ``saes``: (variant, sparsity knob) pairs, each trained on the trained model and on the random-init
-    one (the knob is ``k`` for TopK-style SAEs, else the sparsity coefficient). ``layer``: the block
-    whose ``hook_resid_post`` the SAEs read; -1 picks the layer where the probe is best. ``soft``: train
-    on the exact next-move distribution of random play instead of the move played (same expected
-    gradient, less noise: fewer games for the same model).
+    one (the knob is ``k`` for TopK-style SAEs, else the sparsity coefficient). ``hook``: the hook the
+    SAEs read, any per-position one of the transformer's (``blocks.1.mlp.hook_post``, ...); empty picks
+    the ``hook_resid_post`` of the layer where the probe is best. ``soft``: train on the exact next-move
+    distribution of random play instead of the move played (same expected gradient, less noise: fewer
+    games for the same model).
     """
 
     game: str = "othello"
@@ -76,7 +88,7 @@ class GameConfig:
     sae_width: int = 1024
     sae_steps: int = 2000
     saes: tuple[tuple[str, float], ...] = (("topk", 8), ("topk", 32), ("batchtopk", 16), ("standard", 3.0))
-    layer: int = -1
+    hook: str = ""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,14 +100,17 @@ class GameConfig:
             check_int(name, getattr(self, name))
         check_int("eval_games", self.eval_games, 4)
         check_int("seed", self.seed, minimum=0)
-        check_int("layer", self.layer, minimum=-1)
-        if self.layer >= MODELS[self.model]["n_layers"]:
-            raise ValueError(f"layer must be < n_layers = {MODELS[self.model]['n_layers']}, got {self.layer}")
+        if self.hook and self.hook not in sae_hooks(self.transformer()):
+            raise ValueError(f"hook must be one of {sae_hooks(self.transformer())} (or empty), got {self.hook!r}")
         check_real("lr", self.lr, 0.0, low_open=True)
         for variant, knob in self.saes:
             if variant not in VARIANTS:
                 raise ValueError(f"saes: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
             check_real(f"saes: {variant} knob", knob, 0.0, low_open=True)
+
+    def model_identity(self) -> dict:
+        """The fields that make the trained model: a folder holding another identity is another model."""
+        return {name: getattr(self, name) for name in MODEL_FIELDS}
 
     @property
     def n_ctx(self) -> int:
@@ -213,6 +228,13 @@ def resid(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 
 
+def _neurons_near(hook: str, n_layers: int) -> str:
+    """The MLP neurons compared with SAEs on ``hook``: its block's (the first block's for the
+    embedding, the last block's after the blocks)."""
+    layer = int(hook.split(".")[1]) if hook.startswith("blocks.") else 0 if hook == "hook_embed" else n_layers - 1
+    return f"blocks.{layer}.mlp.hook_post"
+
+
 def _score(features: torch.Tensor, games: EvalGames, cfg: GameConfig) -> dict:
     """Board scores of ``features``: coverage of the board, board reconstruction of its pieces (and of
     the whole board, empty squares included), and coverage over every labelled property."""
@@ -255,10 +277,11 @@ def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress:
 
 
 def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
-    """Train (or load) the model, probe every layer, train and score the SAEs and baselines,
-    write ``results.json`` and the figures. A folder holding another config is refused, or with
-    ``replace`` emptied first."""
-    out = open_run(out_dir, asdict(cfg), replace=replace)
+    """Train (or load) the model, probe every layer, train (or load) and score the SAEs and baselines,
+    write ``results.json`` and the figures (of this run's config). A folder holding another model
+    (:meth:`GameConfig.model_identity`) is refused, or with ``replace`` emptied first; in a folder with
+    the same model, SAEs of other settings or on another hook are trained next to the ones there."""
+    out = open_run(out_dir, cfg.model_identity(), replace=replace)
     tcfg = cfg.transformer()
     started = time.perf_counter()
     if (out / "model").exists():
@@ -271,6 +294,7 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     untrained = HookedTransformer(tcfg)
     games = EvalGames.draw(cfg, cfg.eval_games, cfg.seed + 1_000_003)
     hooks = ["blocks.0.hook_resid_pre"] + [resid(layer) for layer in range(tcfg.n_layers)]
+    hooks += [cfg.hook] if cfg.hook and cfg.hook not in hooks else []
     results: dict = {"config": asdict(cfg), "transformer": tcfg.to_dict(), "train_minutes": minutes}
     results["board"], results["pieces"] = list(cfg.board), list(cfg.pieces)
     acts = {}
@@ -288,19 +312,20 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
 
     probe("trained", hooks)  # every layer, to find where the board is
     probes = results["trained"]["probe"]
-    layer = cfg.layer if cfg.layer >= 0 else max(range(tcfg.n_layers), key=lambda i: probes[resid(i)])
-    hook = resid(layer)
-    results["layer"], results["hook"] = layer, hook
+    hook = cfg.hook or max((resid(i) for i in range(tcfg.n_layers)), key=probes.__getitem__)
+    results["hook"] = hook
     probe("untrained", [hook])  # the baseline where it is compared
     del acts
     results["probe_board_f1"] = {name: results[name]["probe_pieces_f1"][hook] for name in ("trained", "untrained")}
     results["saes"] = []
+    neurons = _neurons_near(hook, tcfg.n_layers)
+    saes = out / "saes" / f"{hook}-w{cfg.sae_width}-{cfg.sae_steps}steps-{cfg.sae_games}games"
     for name, net in (("trained", model), ("untrained", untrained)):
-        _, acts = activations(net, games.inputs, [hook, f"blocks.{layer}.mlp.hook_post"], _BATCH)
-        results[name]["neurons"] = _score(acts[f"blocks.{layer}.mlp.hook_post"], games, cfg)
+        _, acts = activations(net, games.inputs, [hook, neurons], _BATCH)
+        results[name]["neurons"] = _score(acts[neurons], games, cfg)
         data = functools.cache(lambda net=net: _sae_data(net, hook, cfg))  # one set of games for all its SAEs
         for variant, knob in cfg.saes:
-            sae = _sae(data, cfg, variant, knob, out / "saes" / f"{name}-{variant}-{knob:g}", progress)
+            sae = _sae(data, cfg, variant, knob, saes / f"{name}-{variant}-{knob:g}", progress)
             codes = sae_codes(sae, acts[hook])
             row = {"model": name, "variant": variant, "knob": knob, "l0": float((codes != 0).sum(-1).float().mean())}
             results["saes"].append({**row, **_score(codes, games, cfg)})

@@ -62,6 +62,17 @@ class TransformerConfig:
             raise ValueError(f"normalization_type must be 'LN' or None, got {self.normalization_type!r}")
         check_int("seed", self.seed, minimum=0)
 
+    @property
+    def hook_names(self) -> list[str]:
+        """Every hook a model of this config can return from ``run_with_cache``, in forward order."""
+        names = ["hook_embed", "hook_pos_embed"]
+        for layer in range(self.n_layers):
+            names += [f"blocks.{layer}.{n}" for n in ("hook_resid_pre", "attn.hook_pattern", "hook_resid_mid")]
+            if self.d_mlp:
+                names.append(f"blocks.{layer}.mlp.hook_post")
+            names.append(f"blocks.{layer}.hook_resid_post")
+        return names + ["ln_final.hook_normalized"]
+
     def replace(self, **changes) -> TransformerConfig:
         return replace(self, **changes)
 
@@ -137,13 +148,7 @@ class HookedTransformer(nn.Module):
     @property
     def hook_names(self) -> list[str]:
         """Every hook ``run_with_cache`` can return, in forward order."""
-        names = ["hook_embed", "hook_pos_embed"]
-        for layer in range(self.cfg.n_layers):
-            names += [f"blocks.{layer}.{n}" for n in ("hook_resid_pre", "attn.hook_pattern", "hook_resid_mid")]
-            if self.cfg.d_mlp:
-                names.append(f"blocks.{layer}.mlp.hook_post")
-            names.append(f"blocks.{layer}.hook_resid_post")
-        return names + ["ln_final.hook_normalized"]
+        return self.cfg.hook_names
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._run(tokens, None)

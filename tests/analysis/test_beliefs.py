@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from analysis.beliefs import (
     _design,
     _shuffled,
+    activations,
     belief_data,
     belief_regression,
     distance_agreement,
@@ -165,6 +166,20 @@ def test_sae_codes_equal_encode_on_flattened_activations():
     codes = sae_codes(sae, acts, batch_size=7)
     assert codes.shape == (4, 5, 12)
     torch.testing.assert_close(codes.reshape(20, 12), sae.encode(acts.reshape(20, 6)).detach())
+
+
+def test_activations_match_one_run_with_cache_in_any_batching_and_name_a_hook_once():
+    from toymodels.transformer import HookedTransformer, TransformerConfig
+
+    model = HookedTransformer(TransformerConfig(n_layers=1, d_model=8, n_ctx=5, d_vocab=4, d_mlp=16))
+    tokens = torch.randint(0, 4, (7, 5), generator=torch.Generator().manual_seed(0))
+    names = ["blocks.0.mlp.hook_post", "hook_embed", "blocks.0.mlp.hook_post"]
+    logits, acts = activations(model, tokens, names, batch_size=3)
+    expected_logits, cache = model.run_with_cache(tokens, names=names[:2])
+    torch.testing.assert_close(logits, expected_logits)
+    assert list(acts) == names[:2]
+    for name in names[:2]:
+        torch.testing.assert_close(acts[name], cache[name])
 
 
 def test_subset_keeps_weights_normalised_and_rows_intact():

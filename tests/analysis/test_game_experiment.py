@@ -108,6 +108,11 @@ def test_a_tiny_run_writes_results_figures_and_reuses_its_model(tmp_path) -> Non
     again = run_games(TINY, tmp_path, progress=False)
     assert again["train_minutes"] is None  # loaded, not retrained
     assert again["saes"] == saved["saes"]  # the same SAEs, loaded, score the same
+    # Another hook and other SAE settings reuse the model; their SAEs go next to the first ones.
+    other = run_games(replace(TINY, hook="blocks.0.mlp.hook_post", sae_steps=5), tmp_path, progress=False)
+    assert other["train_minutes"] is None and other["hook"] == "blocks.0.mlp.hook_post"
+    assert "blocks.0.mlp.hook_post" in other["trained"]["probe"]
+    assert len(list((tmp_path / "saes").iterdir())) == 2
     with pytest.raises(ValueError, match="different config"):
         run_games(GameConfig(model="tiny", steps=21), tmp_path, progress=False)
 
@@ -116,7 +121,8 @@ def test_a_tiny_run_writes_results_figures_and_reuses_its_model(tmp_path) -> Non
     ("kwargs", "match"),
     [
         ({"model": "huge"}, "model must be"),
-        ({"layer": 2, "model": "tiny"}, "layer must be"),
+        ({"hook": "blocks.2.hook_resid_post", "model": "tiny"}, "hook must be"),
+        ({"hook": "blocks.0.attn.hook_pattern", "model": "tiny"}, "hook must be"),
         ({"saes": (("dense", 1.0),)}, "variant must be"),
         ({"saes": (("topk", 0),)}, "knob"),
         ({"eval_games": 1}, "eval_games"),
@@ -152,3 +158,5 @@ def test_games_command_generates_shards_and_explains_what_is_missing(tmp_path, c
     assert sorted(p.name for p in out.glob("shard-*.npz")) == ["shard-00000.npz", "shard-00001.npz"]
     assert main(["games", "othello", "--generate", "0", "--out", str(tmp_path / "o")]) == 2
     assert "n_games must be" in capsys.readouterr().err
+    assert main(["games", "othello", "--model", "tiny", "--hook", "blocks.9.hook_resid_post"]) == 2
+    assert "hook must be one of" in capsys.readouterr().err
