@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,13 +29,16 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimiser and schedule. The learning rate warms up linearly over ``warmup_steps`` and decays
-    linearly to zero over the last ``decay_fraction`` of training."""
+    linearly to zero over the last ``decay_fraction`` of training. Before each step the global
+    gradient norm is clipped to ``max_grad_norm`` (0 turns clipping off): without it the first
+    steps' large gradients kill latents and undo the sparsity penalty's warm-up (SAELens clips at 1.0)."""
 
     steps: int
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
     decay_fraction: float = 0.2
+    max_grad_norm: float = 1.0
     checkpoint_every: int = 0
     snapshot_every: int = 0  # also keep the weights every this many steps (and at step 0), for emergence plots
     log_every: int = 100
@@ -45,9 +48,23 @@ class TrainConfig:
         check_real("lr", self.lr, 0.0, low_open=True)
         check_int("warmup_steps", self.warmup_steps, minimum=0)
         check_real("decay_fraction", self.decay_fraction, 0.0, 1.0)
+        check_real("max_grad_norm", self.max_grad_norm, 0.0)
         check_int("checkpoint_every", self.checkpoint_every, minimum=0)
         check_int("snapshot_every", self.snapshot_every, minimum=0)
         check_int("log_every", self.log_every)
+
+    def identity(self) -> dict:
+        """The fields that decide the trained weights (not how often to log, checkpoint or snapshot)."""
+        out = asdict(self)
+        for name in ("checkpoint_every", "snapshot_every", "log_every"):
+            del out[name]
+        out["betas"] = list(self.betas)
+        return out
+
+    def clip(self, parameters) -> None:
+        """Scale the gradients of ``parameters`` so their global norm is at most ``max_grad_norm``."""
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
 
     def lr_at(self, step: int) -> float:
         scale = 1.0
@@ -69,8 +86,8 @@ class TrainResult:
 
 class Trainer:
     """One Adam optimiser and the training-step protocol every SAE follows: loss, backward, the
-    SAE's pre-step hook (e.g. project out gradients along unit decoder rows), the optimiser step,
-    the post-step hook (renormalise, resample, track firing)."""
+    SAE's pre-step hook (e.g. project out gradients along unit decoder rows), gradient clipping,
+    the optimiser step, the post-step hook (renormalise, resample, track firing)."""
 
     def __init__(self, sae: SparseAutoencoder, train: TrainConfig):
         self.sae, self.train = sae, train
@@ -84,6 +101,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         self.sae.before_optimizer_step()
+        self.train.clip(self.sae.parameters())
         self.optimizer.step()
         self.sae.after_optimizer_step(x, terms.codes, self.optimizer, step + 1)
         return terms
@@ -134,14 +152,14 @@ def fit(
     """The loop every trainer shares: resume from a checkpoint, fast-forward the stream past the
     batches already consumed, call ``step_fn(batch, step) -> (samples, record)`` for each step, log
     ``record()`` every ``train.log_every`` steps, and checkpoint atomically. ``module.cfg.to_dict()``
-    identifies the run, so a checkpoint from another configuration is refused."""
+    and ``train.identity()`` identify the run, so a checkpoint from another configuration is refused."""
     module.train()
     start_step, history = 0, []
     ckpt = Path(checkpoint_dir) / "latest" if checkpoint_dir is not None else None
     if ckpt is not None:
         recover_dir(ckpt)
     if ckpt is not None and ckpt.exists():
-        start_step, history = load_checkpoint(ckpt, module, optimizer, next(module.parameters()).device)
+        start_step, history = load_checkpoint(ckpt, module, optimizer, train, next(module.parameters()).device)
         logger.info("resuming from %s at step %d", ckpt, start_step)
     stream = iter(batches)
 
@@ -172,7 +190,7 @@ def fit(
         if ckpt is not None and (
             (train.checkpoint_every and (step + 1) % train.checkpoint_every == 0) or step + 1 == train.steps
         ):
-            save_checkpoint(ckpt, module, optimizer, step + 1, history)
+            save_checkpoint(ckpt, module, optimizer, train, step + 1, history)
         if train.snapshot_every and ((step + 1) % train.snapshot_every == 0 or step + 1 == train.steps):
             save_snapshot(Path(checkpoint_dir), module, step + 1)
     bar.close()
@@ -180,13 +198,15 @@ def fit(
     return TrainResult(train.steps, time.perf_counter() - started, samples, history)
 
 
-def save_checkpoint(path: Path, sae: torch.nn.Module, optimizer, step: int, history: list[dict]) -> None:
+def save_checkpoint(
+    path: Path, sae: torch.nn.Module, optimizer, train: TrainConfig, step: int, history: list[dict]
+) -> None:
     """Write module state, optimiser state and progress into a fresh folder, then swap it in."""
     with atomic_dir(path) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
         save_file(state, tmp / "module.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        meta = {"step": step, "config": sae.cfg.to_dict(), "history": history}
+        meta = {"step": step, "config": sae.cfg.to_dict(), "train": train.identity(), "history": history}
         (tmp / "trainer.json").write_text(json.dumps(meta))
 
 
@@ -205,10 +225,12 @@ def snapshots(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
     return [(int(p.parent.name.removeprefix("step-")), p) for p in found]
 
 
-def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, device) -> tuple[int, list[dict]]:
+def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, train: TrainConfig, device) -> tuple[int, list[dict]]:
     meta = json.loads((path / "trainer.json").read_text())
     if meta["config"] != sae.cfg.to_dict():
         raise ValueError(f"checkpoint at {str(path)!r} was written for a different config: {meta['config']}")
+    if meta.get("train") != train.identity():
+        raise ValueError(f"checkpoint at {str(path)!r} was written for a different train config: {meta.get('train')}")
     sae.load_state_dict({k: v.to(device) for k, v in load_file(path / "module.safetensors").items()})
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
     return int(meta["step"]), list(meta["history"])

@@ -263,6 +263,7 @@ def train_transformer(
         loss = next_token_loss(model(inputs.to(device)), targets.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        train.clip(model.parameters())
         optimizer.step()
         return inputs.numel(), lambda: {"loss": float(loss.detach())}
 

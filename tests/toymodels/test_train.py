@@ -11,7 +11,7 @@ from sae_helpers import make
 
 from analysis.metrics import mcc
 from toymodels.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, make_sae
-from toymodels.train import TrainConfig, train_sae
+from toymodels.train import TrainConfig, Trainer, train_sae
 
 
 def orthogonal_features(n_features: int, d: int, seed: int) -> torch.Tensor:
@@ -103,14 +103,20 @@ def test_topk_recovers_orthogonal_one_hot_features(seed):
 # checkpoints and resuming
 # ------------------------------------------------------------------------------------------------
 
-RESUME_CASES = {
-    "standard_resampling": ("standard", {"resample_every": 3, "dead_after": 2, "sparsity_coefficient": 0.5}),
-    "batchtopk": ("batchtopk", {"k": 2, "dead_after": 3}),
-    "topk": ("topk", {"k": 2, "dead_after": 3}),
-    "jumprelu": ("jumprelu", {"jump_bandwidth": 0.1}),
-    "gated": ("gated", {}),
-    "matryoshka_batchtopk": ("matryoshka_batchtopk", {"k": 2, "dead_after": 3}),
-    "p_anneal": ("p_anneal", {}),
+RESUME_CASES = {  # name -> (architecture, SAEConfig fields, TrainConfig fields)
+    "standard_resampling": (
+        "standard",
+        {"decoder_norm": "unit", "resample_every": 3, "dead_after": 2, "sparsity_coefficient": 0.5},
+        {},
+    ),
+    "standard_free_unclipped": ("standard", {"decoder_norm": "free"}, {"max_grad_norm": 0.0}),
+    "batchtopk": ("batchtopk", {"k": 2, "dead_after": 3}, {}),
+    "topk": ("topk", {"k": 2, "dead_after": 3}, {}),
+    "jumprelu": ("jumprelu", {"jump_bandwidth": 0.1}, {"max_grad_norm": 0.05}),
+    "jumprelu_unit": ("jumprelu", {"decoder_norm": "unit", "jump_init_threshold": 0.2}, {}),
+    "gated": ("gated", {}, {}),
+    "matryoshka_batchtopk": ("matryoshka_batchtopk", {"k": 2, "dead_after": 3}, {}),
+    "p_anneal": ("p_anneal", {}, {}),
 }
 
 
@@ -122,9 +128,9 @@ def resume_stream() -> Iterator[torch.Tensor]:
 @pytest.mark.parametrize("case", list(RESUME_CASES))
 @pytest.mark.parametrize("interrupt_at", [6, 8])
 def test_interrupted_training_resumes_to_identical_weights(case, interrupt_at, tmp_path):
-    arch, kw = RESUME_CASES[case]
+    arch, kw, train_kw = RESUME_CASES[case]
     cfg = SAEConfig(architecture=arch, d_in=8, d_sae=24, seed=4, **kw)
-    train = TrainConfig(steps=12, lr=1e-2, warmup_steps=2, checkpoint_every=4, log_every=1)
+    train = TrainConfig(steps=12, lr=1e-2, warmup_steps=2, checkpoint_every=4, log_every=1, **train_kw)
 
     reference = make_sae(cfg)
     full = train_sae(reference, resume_stream(), train, checkpoint_dir=tmp_path / "full", progress=False)
@@ -166,9 +172,67 @@ def test_interrupted_training_resumes_to_identical_weights(case, interrupt_at, t
 def test_checkpoint_for_a_different_config_raises(tmp_path):
     train = TrainConfig(steps=2, checkpoint_every=1)
     train_sae(make("standard", seed=0), gaussian_stream(0), train, checkpoint_dir=tmp_path, progress=False)
+    meta = json.loads((tmp_path / "latest" / "trainer.json").read_text())
+    assert meta["train"]["max_grad_norm"] == 1.0  # the recipe is recorded with the weights
     for other in (make("standard", seed=1), make("standard", sparsity_coefficient=2.0), make("topk")):
         with pytest.raises(ValueError, match="different config"):
             train_sae(other, gaussian_stream(0), train, checkpoint_dir=tmp_path, progress=False)
+    for changed in (TrainConfig(steps=2, max_grad_norm=0.5), TrainConfig(steps=2, lr=1e-3)):
+        with pytest.raises(ValueError, match="different train config"):
+            train_sae(make("standard", seed=0), gaussian_stream(0), changed, checkpoint_dir=tmp_path, progress=False)
+    # how often to log or checkpoint does not change the weights, so it may change on resume
+    train_sae(
+        make("standard", seed=0),
+        gaussian_stream(0),
+        TrainConfig(steps=2, log_every=7),
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# gradient clipping
+# ------------------------------------------------------------------------------------------------
+
+
+def test_clip_hand_worked():
+    """Gradients (3, 0) and (0, 4) have global norm 5: clipped to 1 they become (0.6, 0) and (0, 0.8);
+    a larger bound or 0 (off) leaves them alone."""
+    for bound, scale in ((1.0, 0.2), (5.5, 1.0), (0.0, 1.0)):
+        a, b = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+        a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0])
+        TrainConfig(steps=1, max_grad_norm=bound).clip([a, b])
+        torch.testing.assert_close(a.grad, torch.tensor([3.0, 0.0]) * scale)
+        torch.testing.assert_close(b.grad, torch.tensor([0.0, 4.0]) * scale)
+
+
+@pytest.mark.parametrize("arch", ["standard", "jumprelu", "topk"])
+@pytest.mark.parametrize("bound", [0.01, 0.0])
+def test_trainer_steps_with_clipped_gradients(arch, bound):
+    """What the optimiser sees is the SAE's own gradient (after its unit-row projection) scaled
+    down to norm ``bound``: the same direction, and unchanged when clipping is off."""
+    sae = make(arch, sparsity_coefficient=0.1)
+    x = next(gaussian_stream(3))
+    reference = make(arch, sparsity_coefficient=0.1)
+    terms = reference.training_loss(x, 0.5)
+    terms.total.backward()
+    reference.before_optimizer_step()
+    raw = [p.grad.clone() for p in reference.parameters() if p.grad is not None]
+    raw_norm = float(torch.sqrt(sum((g**2).sum() for g in raw)))
+    assert raw_norm > 0.01  # so the small bound does clip
+
+    trainer = Trainer(sae, TrainConfig(steps=2, max_grad_norm=bound))
+    seen = []
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda: (
+        seen.append([p.grad.clone() for p in sae.parameters() if p.grad is not None]),
+        step(),
+    )
+    trainer.step(x, 1)
+    scale = bound / raw_norm if bound else 1.0
+    assert len(seen[0]) == len(raw)
+    for got, want in zip(seen[0], raw, strict=True):
+        torch.testing.assert_close(got, want * scale, rtol=1e-5, atol=1e-8)
 
 
 def test_optimizer_uses_the_schedule(tmp_path):
@@ -197,6 +261,8 @@ def test_optimizer_uses_the_schedule(tmp_path):
         ({"decay_fraction": 1.5}, "decay_fraction"),
         ({"checkpoint_every": -1}, "checkpoint_every"),
         ({"log_every": 0}, "log_every"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm"),
+        ({"max_grad_norm": float("nan")}, "max_grad_norm"),
     ],
 )
 def test_bad_train_config_raises_naming_the_field(changes, field):
