@@ -49,6 +49,7 @@ def main() -> None:
                 model.config.d,
                 d_sae,
                 sparsity_coefficient=l1,
+                decoder_norm="unit",  # the Bricken et al. recipe Sharkey et al. used
                 resample_every=args.resample_every,
                 resample_until=args.resample_until,
                 dead_after=max(1, args.resample_every // 2) if args.resample_every else 1000,

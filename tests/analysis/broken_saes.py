@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from toymodels.sae import JumpReLUSAE, SAEConfig, StandardSAE, TopKSAE
-from toymodels.sae.factories import jumprelu, standard, topk
+from toymodels.sae.factories import jumprelu, standard_resampling, topk
 
 
 class CopyResampleSAE(StandardSAE):
@@ -68,9 +68,9 @@ def _swap(factory, cls):
     return make
 
 
-copy_resample = _swap(standard, CopyResampleSAE)
+copy_resample = _swap(standard_resampling, CopyResampleSAE)
 topk_plus_one = _swap(topk, TopKPlusOneSAE)
-wrong_axis_norm = _swap(standard, WrongAxisNormSAE)
+wrong_axis_norm = _swap(standard_resampling, WrongAxisNormSAE)
 flipped_aux = _swap(topk, FlippedAuxSAE)
 no_inference_threshold = _swap(jumprelu, NoInferenceThresholdSAE)
 

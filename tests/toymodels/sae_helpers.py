@@ -17,6 +17,7 @@ def perturb(sae: SparseAutoencoder, g: torch.Generator, scale: float = 0.1) -> S
         p.add_(torch.randn(p.shape, generator=g) * scale)
     if isinstance(sae, JumpReLUSAE):
         sae.threshold.abs_()
+        sae.threshold_set.fill_(True)  # the threshold is given, not to be started from the first batch
     if isinstance(sae, BatchTopKSAE):
         sae.threshold.fill_(float(torch.rand((), generator=g)) * 2 * scale)
         sae.threshold_updates.fill_(1)

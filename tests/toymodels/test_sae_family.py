@@ -15,16 +15,18 @@ from sae_helpers import make, perturb
 from toymodels.sae import (
     ARCHITECTURES,
     GatedSAE,
+    JumpReLUSAE,
     SAEConfig,
     SparseAutoencoder,
     StandardSAE,
 )
 from toymodels.sae.jumprelu import _JumpReLU, _Step
+from toymodels.sae.registry import SAE_CLASSES
 from toymodels.sae.topk import top_indices
 from toymodels.train import TrainConfig, Trainer, train_sae
 
 SEEDS = st.integers(0, 2**31 - 1)
-UNIT_ARCHS = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk", "p_anneal", "gated")
+UNIT_ARCHS = tuple(arch for arch, cls in SAE_CLASSES.items() if "unit" in cls.decoder_policies)
 
 
 def randn(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -388,9 +390,74 @@ def test_jumprelu_threshold_gradient_in_the_sae(seed, lam):
     torch.testing.assert_close(terms.total.detach(), mse + lam * l0, rtol=1e-5, atol=1e-5)
 
 
+def test_free_decoder_jumprelu_penalty_by_hand():
+    """Two latents, one sample: the L0 term counts the latents above threshold, unweighted by the
+    decoder norms (a count cannot be dodged by rescaling rows, so it needs no weighting), and only
+    pre-activations within eps/2 of a threshold pull on it."""
+    sae = make("jumprelu", d_in=2, d_sae=2, sparsity_coefficient=0.5, jump_bandwidth=0.2, jump_init_threshold=1.0)
+    assert sae.decoder_norm == "free"
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(2))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+        sae.W_dec.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.25]]))  # row norms 3 and 0.25
+        sae.threshold.copy_(torch.tensor([1.0, 0.45]))
+    x = torch.tensor([[2.0, 0.5]])  # z = x: latent 0 at 2 (above, outside the window), latent 1 at 0.5 (in it)
+    terms = sae.training_loss(x, 1.0)
+    # codes [2, 0.5]; x_hat = [6, 0.125]; mse = 16 + 0.140625; l0 = 2
+    assert terms.parts["l0"] == 2.0
+    torch.testing.assert_close(terms.total.detach(), torch.tensor(16.140625 + 0.5 * 2))
+    terms.total.backward()
+    # d/dθ1 of λ·H: -(λ/ε)·1 = -2.5; of the MSE through the code: -(θ1/ε)·dL/dc1, dL/dc1 = 2·(x_hat - x)·W_dec[1]
+    d_code1 = 2 * (0.125 - 0.5) * 0.25
+    torch.testing.assert_close(sae.threshold.grad, torch.tensor([0.0, -2.5 - (0.45 / 0.2) * d_code1]))
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.tensor([[10.0], [0.1]]))  # rescaling rows leaves the count alone
+    assert sae.training_loss(x, 1.0).parts["l0"] == 2.0
+
+
+def test_jumprelu_threshold_starts_from_the_first_batch():
+    """The default start puts init_density of the first batch's (sample, latent) pairs above it,
+    at any scale of the data; an explicit start is kept; a loaded threshold is never reset."""
+    g = torch.Generator().manual_seed(5)
+    x = randn(g, 64, 8)
+    counts = []
+    for scale in (0.01, 1.0, 100.0):
+        sae = make("jumprelu", d_sae=40)
+        sae.training_loss(x * scale, 0.0)
+        z = sae.pre_activations(x * scale).detach()
+        counts.append(int((z > sae.threshold).sum()))
+        # brute force: the threshold is the k-th largest pre-activation
+        k = int(JumpReLUSAE.init_density * z.numel())
+        assert float(sae.threshold[0].detach()) == float(z.flatten().sort(descending=True).values[k - 1])
+        assert torch.equal(sae.threshold, sae.threshold[0].expand(40))
+    assert counts == [int(JumpReLUSAE.init_density * 64 * 40) - 1] * 3  # strictly above: k - 1 pairs
+    fixed = make("jumprelu", jump_init_threshold=0.3)
+    fixed.training_loss(x, 0.0)
+    assert torch.equal(fixed.threshold, torch.full((16,), 0.3))
+    loaded = make("jumprelu")
+    loaded.import_state({**fixed.export_state(), "threshold": torch.full((16,), 0.7)})
+    loaded.training_loss(x, 0.0)
+    assert torch.equal(loaded.threshold, torch.full((16,), 0.7))
+
+
 # ------------------------------------------------------------------------------------------------
 # decoder-norm policy
 # ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_decoder_policies_are_declared_once(arch):
+    """The config's default is the class's first policy; every listed policy builds, and an
+    unlisted one is refused naming decoder_norm."""
+    policies = SAE_CLASSES[arch].decoder_policies
+    assert SAEConfig(arch, 4, 8, k=2).decoder_norm == policies[0]
+    for policy in policies:
+        sae = make(arch, decoder_norm=policy)
+        assert sae.decoder_norm == policy
+    for policy in {"unit", "free"} - set(policies):
+        with pytest.raises(ValueError, match="decoder_norm"):
+            SAEConfig(arch, 4, 8, k=2, decoder_norm=policy)
 
 
 def _stream(seed: int, n: int = 32, d: int = 8):
@@ -401,7 +468,7 @@ def _stream(seed: int, n: int = 32, d: int = 8):
 
 @pytest.mark.parametrize("arch", UNIT_ARCHS)
 def test_unit_decoder_rows_stay_unit_with_large_lr(arch):
-    sae = make(arch, sparsity_coefficient=0.1)
+    sae = make(arch, sparsity_coefficient=0.1, decoder_norm="unit")
     assert sae.decoder_norm == "unit"
     before = sae.W_dec.detach().clone()
     train_sae(sae, _stream(1), TrainConfig(steps=6, lr=0.5, decay_fraction=0.0), progress=False)
@@ -447,11 +514,13 @@ def test_free_decoder_penalty_is_norm_weighted_l1(seed, coef, progress):
 
 def test_free_decoder_rows_are_not_renormalised():
     sae = make("standard", decoder_norm="free", sparsity_coefficient=0.1)
-    torch.testing.assert_close(sae.decoder_norms(), torch.full((16,), 0.1))
+    start = sae.free_decoder_init_norm
+    torch.testing.assert_close(sae.decoder_norms(), torch.full((16,), start))
+    torch.testing.assert_close(sae.W_enc.detach(), sae.W_dec.detach().T)  # tied start
     train_sae(sae, _stream(2), TrainConfig(steps=8, lr=0.05, decay_fraction=0.0), progress=False)
     norms = sae.decoder_norms().detach()
     assert float((norms - 1).abs().max()) > 0.05  # not unit
-    assert float((norms - 0.1).abs().max()) > 1e-3  # and they did move
+    assert float((norms - start).abs().max()) > 1e-3  # and they did move
 
 
 # ------------------------------------------------------------------------------------------------

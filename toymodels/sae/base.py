@@ -6,8 +6,12 @@ decoder row norms:
 
 - ``"unit"``: rows are renormalised to 1 after every optimiser step, and the gradient component
   along each row is removed first so Adam does not fight the constraint;
-- ``"free"``: rows may take any norm; the sparsity penalty weights each code by its row's norm, so the
-  penalty cannot be dodged by shrinking codes and growing rows.
+- ``"free"``: rows may take any norm (they start at :attr:`SparseAutoencoder.free_decoder_init_norm`);
+  an L1-type penalty weights each code by its row's norm, so it cannot be dodged by shrinking codes
+  and growing rows (an L0 count needs no weighting).
+
+Each class lists the policies it supports in ``decoder_policies``, its default first; the defaults
+are the policies that won side by side against SAELens (``benchmarks/training_parity.py``).
 """
 
 from __future__ import annotations
@@ -37,14 +41,14 @@ class SAEConfig:
     seed: int = 0
     k: int = 32
     sparsity_coefficient: float = 1.0
-    decoder_norm: Literal["unit", "free"] = "unit"
+    decoder_norm: Literal["unit", "free"] | None = None  # None: the architecture's default policy
     resample_every: int = 0  # standard, unit decoder: resample dead latents every N steps (0 = never)
     resample_until: int = 0  # ... up to this step, so late latents can settle (0 = to the end)
     dead_after: int = 1000  # steps without firing after which a latent counts as dead (AuxK, resampling)
     aux_k: int = 0  # topk/batchtopk: latents used by the AuxK loss (0 = d_in // 2)
     aux_coefficient: float = 1 / 32
     jump_bandwidth: float = 0.05  # SAELens default; the paper's 0.001 assumes unit-scale activations
-    jump_init_threshold: float = 0.01
+    jump_init_threshold: float | None = None  # None: set from the first training batch (see JumpReLUSAE)
     matryoshka_prefixes: tuple[int, ...] = ()  # nested dictionary sizes; the last is d_sae
     p_end: float = 0.2  # p-annealing: final exponent of the L_p penalty
 
@@ -58,17 +62,23 @@ class SAEConfig:
         if self.architecture in ("topk", "batchtopk", "matryoshka_batchtopk") and self.k > self.d_sae:
             raise ValueError(f"k={self.k} exceeds d_sae={self.d_sae}")
         check_real("sparsity_coefficient", self.sparsity_coefficient, 0.0)
-        if self.decoder_norm not in ("unit", "free"):
-            raise ValueError(f"decoder_norm must be 'unit' or 'free', got {self.decoder_norm!r}")
-        if self.decoder_norm == "free" and self.architecture not in ("standard", "p_anneal", "gated"):
-            raise ValueError(f"decoder_norm='free' needs a norm-weighted penalty; {self.architecture} keeps unit rows")
+        from toymodels.sae.registry import SAE_CLASSES  # the classes import this module
+
+        allowed = SAE_CLASSES[self.architecture].decoder_policies
+        if self.decoder_norm is None:
+            object.__setattr__(self, "decoder_norm", allowed[0])
+        elif self.decoder_norm not in allowed:
+            raise ValueError(
+                f"decoder_norm for {self.architecture} must be one of {allowed}, got {self.decoder_norm!r}"
+            )
         check_int("resample_every", self.resample_every, minimum=0)
         check_int("resample_until", self.resample_until, minimum=0)
         check_int("dead_after", self.dead_after)
         check_int("aux_k", self.aux_k, minimum=0)
         check_real("aux_coefficient", self.aux_coefficient, 0.0)
         check_real("jump_bandwidth", self.jump_bandwidth, 0.0, low_open=True)
-        check_real("jump_init_threshold", self.jump_init_threshold, 0.0, low_open=True)
+        if self.jump_init_threshold is not None:
+            check_real("jump_init_threshold", self.jump_init_threshold, 0.0, low_open=True)
         check_real("p_end", self.p_end, 0.0, 1.0, low_open=True)
         prefixes = tuple(self.matryoshka_prefixes)
         if prefixes and (list(prefixes) != sorted(set(prefixes)) or prefixes[-1] != self.d_sae or prefixes[0] < 1):
@@ -112,6 +122,10 @@ class SparseAutoencoder(nn.Module):
 
     architecture: ClassVar[str]
     saved_as: ClassVar[str]  # SAELens architecture name written to cfg.json
+    # Decoder-norm policies the architecture supports; the first is its default (measured, see README).
+    decoder_policies: ClassVar[tuple[str, ...]] = ("unit",)
+    # Initial decoder row norm under the free policy (the encoder starts as the decoder's transpose).
+    free_decoder_init_norm: ClassVar[float] = 1.0
     decoder_norm: str
 
     def __init__(self, cfg: SAEConfig):
@@ -122,7 +136,7 @@ class SparseAutoencoder(nn.Module):
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
         w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
         if self.decoder_norm == "free":
-            w_dec = w_dec * 0.1  # Conerly et al. (2024) start decoder norms small when they are free
+            w_dec = w_dec * self.free_decoder_init_norm
         self.W_dec = nn.Parameter(w_dec)
         self.W_enc = nn.Parameter(w_dec.T.clone().contiguous())  # tied initialisation
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))

@@ -21,6 +21,7 @@ class GatedSAE(SparseAutoencoder):
     """Gated SAE; ``b_enc`` plays the gate bias ``b_gate`` (saved under that name)."""
 
     architecture = "gated"
+    decoder_policies = ("unit", "free")  # its penalty is norm-weighted either way; unit not yet measured against free
     saved_as = "gated"
     saved_tensors = {
         "W_enc": "W_enc",

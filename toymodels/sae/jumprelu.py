@@ -54,19 +54,38 @@ class _Step(torch.autograd.Function):
 
 
 class JumpReLUSAE(SparseAutoencoder):
-    """JumpReLU activation, L0 penalty (``sparsity_coefficient`` is λ), unit-norm decoder.
+    """JumpReLU activation and L0 penalty (``sparsity_coefficient`` is λ).
+
+    The decoder is free by default, as in Rajamanoharan et al. and SAELens: the L0 count does not
+    change when a row's norm does, so no constraint is needed, and unit rows trained worse side by
+    side with SAELens (README). ``decoder_norm="unit"`` keeps the constraint.
 
     The threshold is a parameter in its own right (kept >= 1e-6 after each step) rather than
-    ``exp(log θ)``, so that saving and loading it is exact.
+    ``exp(log θ)``, so that saving and loading it is exact. Adam moves it by about ``lr`` per step,
+    so where it starts decides whether a short run sparsifies at all: ``jump_init_threshold=None``
+    (the default) starts every latent at the pre-activation value that the top
+    :attr:`init_density` of the first training batch's (sample, latent) pairs exceed, whatever the
+    scale of the data; a number starts it there instead (SAELens's ``jumprelu_init_threshold``).
     """
 
     architecture = "jumprelu"
     saved_as = "jumprelu"
     saved_tensors = {**SparseAutoencoder.saved_tensors, "threshold": "threshold"}
+    decoder_policies = ("free", "unit")
+    init_density = 0.05  # starting L0 = 5% of d_sae: sparse enough to train, dense enough to keep latents alive
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.threshold = nn.Parameter(torch.full((cfg.d_sae,), cfg.jump_init_threshold))
+        start = 0.0 if cfg.jump_init_threshold is None else cfg.jump_init_threshold
+        self.threshold = nn.Parameter(torch.full((cfg.d_sae,), start))
+        self.register_buffer("threshold_set", torch.tensor(cfg.jump_init_threshold is not None))
+
+    @staticmethod
+    def initial_threshold(pre_activations: torch.Tensor, density: float) -> float:
+        """The value that a fraction ``density`` of the entries of ``pre_activations`` exceed."""
+        flat = pre_activations.detach().flatten().float()
+        count = max(1, int(density * flat.numel()))
+        return float(flat.topk(count, sorted=False).values.min())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         z = self.pre_activations(x)
@@ -74,6 +93,10 @@ class JumpReLUSAE(SparseAutoencoder):
 
     def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
         z = self.pre_activations(x)
+        if not bool(self.threshold_set):
+            with torch.no_grad():
+                self.threshold.fill_(max(1e-6, self.initial_threshold(z, self.init_density)))
+                self.threshold_set.fill_(True)
         threshold = self.threshold
         codes = _JumpReLU.apply(z, threshold, self.cfg.jump_bandwidth)
         mse = mse_loss(x, self.decode(codes))
@@ -85,3 +108,8 @@ class JumpReLUSAE(SparseAutoencoder):
     def after_optimizer_step(self, x: torch.Tensor, codes: torch.Tensor, optimizer, step: int) -> None:
         super().after_optimizer_step(x, codes, optimizer, step)
         self.threshold.clamp_(min=1e-6)
+
+    @torch.no_grad()
+    def import_state(self, weights: dict[str, torch.Tensor]) -> None:
+        super().import_state(weights)
+        self.threshold_set.fill_(True)  # a loaded threshold is never re-initialised by training

@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 
 from groundtruth.strategies import seeds
 from toymodels.sae.base import ARCHITECTURES, SAEConfig
+from toymodels.sae.registry import SAE_CLASSES
 
 __all__ = ["sae_configs"]
-
-_UNIT_ONLY = ("topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")
 
 
 @st.composite
@@ -34,9 +33,9 @@ def sae_configs(
         "seed": draw(seed if seed is not None else seeds()),
         "k": draw(st.integers(1, n_sae)),
         "sparsity_coefficient": draw(st.floats(0.0, 5.0)),
-        "decoder_norm": "unit" if arch in _UNIT_ONLY else draw(st.sampled_from(["unit", "free"])),
+        "decoder_norm": draw(st.sampled_from(SAE_CLASSES[arch].decoder_policies)),
         "dead_after": draw(st.integers(1, 100)),
-        "jump_init_threshold": draw(st.floats(1e-3, 1.0)),
+        "jump_init_threshold": draw(st.none() | st.floats(1e-3, 1.0)),
         "p_end": draw(st.floats(0.1, 1.0)),
     }
     if arch == "standard":
