@@ -12,7 +12,7 @@ few minutes on a 2-core CPU; `benchmarks/` and `groundtruth beliefs` hold the fu
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -39,7 +39,6 @@ class SourcePlan:
     batch_size: int
     lr: float
     knobs: dict[str, tuple[float, ...]]
-    overrides: dict[str, dict] = field(default_factory=dict)  # extra SAEConfig fields per variant
     n_eval: int = 20_000
 
 
@@ -58,8 +57,6 @@ SYNTH = SourcePlan(
         "matryoshka_batchtopk": (16,),
         "p_anneal": (4.0,),
     },
-    # 300 Adam steps move a threshold by at most ~0.3, so start it near the activations' scale.
-    overrides={"jumprelu": {"jump_init_threshold": 2.0}},
 )
 TOY = SourcePlan(
     name="toy-superposition",
@@ -76,7 +73,6 @@ TOY = SourcePlan(
         "matryoshka_batchtopk": (2, 3),
         "p_anneal": (0.1, 0.3),
     },
-    overrides={"jumprelu": {"jump_init_threshold": 0.1}},
 )
 # Mess3 on a 2-layer, 32-wide transformer: the fractal is visible after about a minute on 2 cores.
 BELIEFS = BeliefConfig(
@@ -125,9 +121,7 @@ def run_demo(
         batches = [next(stream) for _ in range(train.steps)]
         for variant, knobs in plan.knobs.items():
             for knob in knobs[:1] if quick else knobs:
-                cfg = sae_config(
-                    variant, knob, eval_batch.x.shape[1], plan.d_sae, seed, **plan.overrides.get(variant, {})
-                )
+                cfg = sae_config(variant, knob, eval_batch.x.shape[1], plan.d_sae, seed)
                 row, _ = run_variant(
                     source,
                     plan.name,

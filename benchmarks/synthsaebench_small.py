@@ -28,8 +28,6 @@ TRIAL_COEFFICIENTS = {  # bracket L0 ≈ 16 at 512 latents and a few hundred ste
     "p_anneal": (2.5, 4.0),
     "jumprelu": (1.5, 3.0),
 }
-# A short run moves a JumpReLU threshold by at most ~lr * steps, so start it near the activations' scale.
-OVERRIDES = {"jumprelu": {"jump_init_threshold": 2.0}}
 
 
 def interpolate(trials: list[tuple[float, float]], target: float) -> float:
@@ -64,8 +62,7 @@ def main() -> None:
 
     def run(variant: str, knob: float, seed: int, steps: int):
         value = int(round(knob)) if VARIANTS[variant] == "k" else knob
-        extra = OVERRIDES.get(variant, {})
-        cfg = SAEConfig(variant, model.config.d, args.d_sae, seed=seed, **{VARIANTS[variant]: value}, **extra)
+        cfg = SAEConfig(variant, model.config.d, args.d_sae, seed=seed, **{VARIANTS[variant]: value})
         row, _ = run_variant(
             model,
             "synthsaebench-small",

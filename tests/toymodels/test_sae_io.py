@@ -21,6 +21,7 @@ from toymodels.sae import (
     load_sae,
     save_sae,
 )
+from toymodels.sae.registry import SAE_CLASSES
 
 SEEDS = st.integers(0, 2**31 - 1)
 SAVED_AS = {
@@ -58,10 +59,11 @@ SAELENS_KEYS = {
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @settings(max_examples=5, deadline=None)
-@given(seed=SEEDS, d_in=st.integers(1, 12), d_sae=st.integers(4, 40))
-def test_save_load_is_bit_identical(arch, seed, d_in, d_sae):
+@given(seed=SEEDS, d_in=st.integers(1, 12), d_sae=st.integers(4, 40), data=st.data())
+def test_save_load_is_bit_identical(arch, seed, d_in, d_sae, data):
     g = torch.Generator().manual_seed(seed)
-    sae = perturb(make(arch, d_in=d_in, d_sae=d_sae, seed=seed % 1000, k=min(3, d_sae)), g, 0.3)
+    policy = data.draw(st.sampled_from(SAE_CLASSES[arch].decoder_policies), label="decoder_norm")
+    sae = perturb(make(arch, d_in=d_in, d_sae=d_sae, seed=seed % 1000, k=min(3, d_sae), decoder_norm=policy), g, 0.3)
     with tempfile.TemporaryDirectory() as tmp:
         path = save_sae(sae, Path(tmp) / "nested" / "sae")
         assert sorted(p.name for p in path.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
