@@ -179,7 +179,7 @@ def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True
     """Train (or load) the model, score it and its random-init twin, write results and figures.
 
     A folder holding a run with another config is refused, or with ``replace`` emptied first."""
-    out = open_run(out_dir, asdict(cfg), replace=replace)
+    out = open_run(out_dir, {**asdict(cfg), "train": cfg.train().identity()}, replace=replace)
     hmm = process(cfg.process)
     tcfg = cfg.transformer(hmm.n_tokens)
     started = time.perf_counter()

@@ -109,8 +109,9 @@ class GameConfig:
             check_real(f"saes: {variant} knob", knob, 0.0, low_open=True)
 
     def model_identity(self) -> dict:
-        """The fields that make the trained model: a folder holding another identity is another model."""
-        return {name: getattr(self, name) for name in MODEL_FIELDS}
+        """The fields that make the trained model, and its training recipe: a folder holding another
+        identity is another model."""
+        return {**{name: getattr(self, name) for name in MODEL_FIELDS}, "train": self.train().identity()}
 
     @property
     def n_ctx(self) -> int:
@@ -262,7 +263,10 @@ def _sae_data(model: HookedTransformer, hook: str, cfg: GameConfig) -> torch.Ten
 def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool):
     """Train (or load) one SAE; ``data()`` gives its training activations (made only when one is trained)."""
     if (path / "cfg.json").exists():
-        return load_sae(path)
+        saved = load_sae(path)
+        if saved.cfg == cfg.sae(variant, knob, saved.cfg.d_in):
+            return saved
+        logger.info("retraining %s: it was trained under other SAE defaults", path)
     acts = data()
     g = torch.Generator().manual_seed(cfg.seed + 3)
 

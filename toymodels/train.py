@@ -230,7 +230,10 @@ def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, train: TrainCon
     if meta["config"] != sae.cfg.to_dict():
         raise ValueError(f"checkpoint at {str(path)!r} was written for a different config: {meta['config']}")
     if meta.get("train") != train.identity():
-        raise ValueError(f"checkpoint at {str(path)!r} was written for a different train config: {meta.get('train')}")
+        raise ValueError(
+            f"checkpoint at {str(path)!r} was written for a different train config: "
+            f"{meta.get('train', 'none recorded (written before gradient clipping)')}"
+        )
     sae.load_state_dict({k: v.to(device) for k, v in load_file(path / "module.safetensors").items()})
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
     return int(meta["step"]), list(meta["history"])

@@ -411,9 +411,13 @@ def test_free_decoder_jumprelu_penalty_by_hand():
     # d/dθ1 of λ·H: -(λ/ε)·1 = -2.5; of the MSE through the code: -(θ1/ε)·dL/dc1, dL/dc1 = 2·(x_hat - x)·W_dec[1]
     d_code1 = 2 * (0.125 - 0.5) * 0.25
     torch.testing.assert_close(sae.threshold.grad, torch.tensor([0.0, -2.5 - (0.45 / 0.2) * d_code1]))
-    with torch.no_grad():
-        sae.W_dec.mul_(torch.tensor([[10.0], [0.1]]))  # rescaling rows leaves the count alone
-    assert sae.training_loss(x, 1.0).parts["l0"] == 2.0
+    with torch.no_grad():  # rescale the rows and undo it in the encoder: same reconstruction, same penalty
+        sae.W_dec.mul_(torch.tensor([[10.0], [0.1]]))
+        sae.W_enc.div_(torch.tensor([10.0, 0.1]))
+        sae.threshold.div_(torch.tensor([10.0, 0.1]))
+    rescaled = sae.training_loss(x, 1.0)
+    assert rescaled.parts["l0"] == 2.0
+    torch.testing.assert_close(rescaled.total.detach(), torch.tensor(16.140625 + 0.5 * 2))
 
 
 def test_jumprelu_threshold_starts_from_the_first_batch():
@@ -439,6 +443,12 @@ def test_jumprelu_threshold_starts_from_the_first_batch():
     loaded.import_state({**fixed.export_state(), "threshold": torch.full((16,), 0.7)})
     loaded.training_loss(x, 0.0)
     assert torch.equal(loaded.threshold, torch.full((16,), 0.7))
+    # a state dict written before the start-from-data flag existed held a given threshold
+    old = {k: v for k, v in loaded.state_dict().items() if k != "threshold_set"}
+    restored = make("jumprelu")
+    restored.load_state_dict(old)
+    restored.training_loss(x, 0.0)
+    assert torch.equal(restored.threshold, torch.full((16,), 0.7))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -478,7 +488,7 @@ def test_unit_decoder_rows_stay_unit_with_large_lr(arch):
 
 def test_unit_policy_removes_radial_gradient():
     g = torch.Generator().manual_seed(2)
-    sae = perturb(make("standard"), g)
+    sae = perturb(make("standard", decoder_norm="unit"), g)
     sae.training_loss(randn(g, 32, 8), 1.0).total.backward()
     tangential = sae.W_dec.grad.clone()
     sae.before_optimizer_step()
@@ -545,7 +555,9 @@ def _manual_step(sae, opt, x, step, resample=True):
 @given(seed=SEEDS)
 def test_resampling_rewrites_dead_latents_and_their_adam_moments(seed):
     g = torch.Generator().manual_seed(seed)
-    sae = make("standard", seed=seed % 1000, resample_every=1, dead_after=50, sparsity_coefficient=0.05)
+    sae = make(
+        "standard", seed=seed % 1000, decoder_norm="unit", resample_every=1, dead_after=50, sparsity_coefficient=0.05
+    )
     assert isinstance(sae, StandardSAE)
     with torch.no_grad():
         sae.b_enc.fill_(0.5)  # every latent fires in the warm-up steps: all Adam moments become non-zero
@@ -595,7 +607,7 @@ def test_resampling_rewrites_dead_latents_and_their_adam_moments(seed):
 
 
 def test_resampling_through_train_sae(tmp_path):
-    sae = make("standard", resample_every=1, dead_after=3, sparsity_coefficient=0.05)
+    sae = make("standard", decoder_norm="unit", resample_every=1, dead_after=3, sparsity_coefficient=0.05)
     dead = torch.tensor([0, 3, 7])
     with torch.no_grad():
         sae.b_enc[dead] = -100.0
@@ -613,20 +625,23 @@ def test_resampling_through_train_sae(tmp_path):
     assert bool((moments["W_enc"]["exp_avg"][:, dead] == 0).all())
 
 
-def test_no_resampling_with_free_decoder_or_when_disabled():
-    for kw in ({"decoder_norm": "free", "resample_every": 1}, {"resample_every": 0}):
-        sae = make("standard", dead_after=1, **kw)
+def test_no_resampling_when_disabled_and_none_asked_of_a_free_decoder():
+    for policy in ("unit", "free"):
+        sae = make("standard", dead_after=1, decoder_norm=policy, resample_every=0)
         with torch.no_grad():
             sae.b_enc[:4] = -100.0
             sae.steps_since_fired[:4] = 10
         train_sae(sae, _stream(6), TrainConfig(steps=2, lr=1e-3), progress=False)
-        assert bool((sae.b_enc[:4] < -99).all()), kw
+        assert bool((sae.b_enc[:4] < -99).all()), policy
+    with pytest.raises(ValueError, match="resample_every=1 needs decoder_norm='unit'"):
+        SAEConfig("standard", 8, 16, decoder_norm="free", resample_every=1)
+    assert SAEConfig("standard", 8, 16).decoder_norm == "free"  # so resampling must be asked for with "unit"
 
 
 def test_resampling_stops_after_resample_until():
     # Latents killed after step 2 stay dead when resampling stops at step 2, and are revived without the limit.
     for until, revived in ((2, False), (0, True)):
-        sae = make("standard", resample_every=1, resample_until=until, dead_after=1)
+        sae = make("standard", decoder_norm="unit", resample_every=1, resample_until=until, dead_after=1)
         trainer = Trainer(sae, TrainConfig(steps=4, lr=1e-3))
         stream = _stream(7)
         for step in range(2):

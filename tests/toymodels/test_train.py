@@ -219,7 +219,7 @@ def test_trainer_steps_with_clipped_gradients(arch, bound):
     reference.before_optimizer_step()
     raw = [p.grad.clone() for p in reference.parameters() if p.grad is not None]
     raw_norm = float(torch.sqrt(sum((g**2).sum() for g in raw)))
-    assert raw_norm > 0.01  # so the small bound does clip
+    assert raw_norm > 1.0  # so the bound clips, and clip_grad_norm_'s 1e-6 guard is below the tolerance
 
     trainer = Trainer(sae, TrainConfig(steps=2, max_grad_norm=bound))
     seen = []

@@ -72,6 +72,11 @@ class SAEConfig:
                 f"decoder_norm for {self.architecture} must be one of {allowed}, got {self.decoder_norm!r}"
             )
         check_int("resample_every", self.resample_every, minimum=0)
+        if self.resample_every and self.decoder_norm != "unit":
+            raise ValueError(
+                f"resample_every={self.resample_every} needs decoder_norm='unit' (Bricken et al.'s recipe), "
+                f"got decoder_norm={self.decoder_norm!r}"
+            )
         check_int("resample_until", self.resample_until, minimum=0)
         check_int("dead_after", self.dead_after)
         check_int("aux_k", self.aux_k, minimum=0)
@@ -88,6 +93,8 @@ class SAEConfig:
         object.__setattr__(self, "matryoshka_prefixes", prefixes)
 
     def replace(self, **changes) -> SAEConfig:
+        if "architecture" in changes and "decoder_norm" not in changes:
+            changes["decoder_norm"] = None  # the new architecture's default, not the old one's
         return replace(self, **changes)
 
     def to_dict(self) -> dict:

@@ -109,6 +109,11 @@ class JumpReLUSAE(SparseAutoencoder):
         super().after_optimizer_step(x, codes, optimizer, step)
         self.threshold.clamp_(min=1e-6)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A state dict from before the flag existed always held a threshold that was given.
+        state_dict.setdefault(prefix + "threshold_set", torch.tensor(True))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @torch.no_grad()
     def import_state(self, weights: dict[str, torch.Tensor]) -> None:
         super().import_state(weights)

@@ -38,7 +38,7 @@ def sae_configs(
         "jump_init_threshold": draw(st.none() | st.floats(1e-3, 1.0)),
         "p_end": draw(st.floats(0.1, 1.0)),
     }
-    if arch == "standard":
+    if arch == "standard" and fields["decoder_norm"] == "unit":
         fields["resample_every"] = draw(st.sampled_from([0, 10, 50]))
     if arch == "matryoshka_batchtopk" and n_sae > 1:
         inner = draw(st.lists(st.integers(1, n_sae - 1), max_size=3, unique=True))
