@@ -144,7 +144,11 @@ def run(kind: str, arch: str, knob: float, lr: float, seed: int, batches, held_o
 
 def matched(kind, arch, lr, batches, held_out, parent, args, guess: float) -> tuple[dict, list[dict]]:
     """The run of ``kind`` whose L0 is within 10% of ``args.l0``: k for TopK-style SAEs, else a
-    log-log secant search on the coefficient starting from ``guess``. Returns it and every trial."""
+    log-log secant search on the coefficient starting from ``guess``. Returns it and every trial.
+    With ``--coefficient`` the coefficient is fixed instead, and the L0s reached are compared."""
+    if arch in PENALISED and args.coefficient is not None:
+        row = run(kind, arch, args.coefficient, lr, args.seeds[0], batches, held_out, parent, args)
+        return row, [row]
     if arch not in PENALISED:
         row = run(kind, arch, args.l0, lr, args.seeds[0], batches, held_out, parent, args)
         return row, [row]
@@ -187,6 +191,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="first: matching; others: noise")
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     parser.add_argument("--no-saelens-default", action="store_true", help="skip SAELens at its default init")
+    parser.add_argument("--kinds", nargs="+", help="run only these kinds (e.g. ours/unit saelens-best)")
+    parser.add_argument(
+        "--coefficient", type=float, help="fix the coefficient of penalised SAEs instead of searching for --l0"
+    )
     parser.add_argument("--n-eval", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument("--out", default="bench-results/training_parity.json")
@@ -209,6 +217,8 @@ def main() -> None:
             for arch in args.archs:
                 print(f"{arch}, lr {lr:g}, seed {seed}", flush=True)
                 for kind in kinds(arch, not args.no_saelens_default):
+                    if args.kinds and kind not in args.kinds:
+                        continue
                     if seed_index == 0:
                         guess = next(
                             (r["knob"] for r in reversed(rows) if r["arch"] == arch and r["lr"] == lr),

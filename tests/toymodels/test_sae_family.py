@@ -456,6 +456,34 @@ def test_jumprelu_threshold_starts_from_the_first_batch():
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka_batchtopk"])
+@settings(max_examples=5, deadline=None)
+@given(seed=SEEDS)
+def test_free_topk_decoder_is_a_unit_decoder_with_an_encoder_gain(arch, seed):
+    """A free TopK-style SAE computes what a unit one computes whose encoder columns (and biases) are
+    multiplied by the decoder norms and whose rows are divided by them, in training and at inference."""
+    g = torch.Generator().manual_seed(seed)
+    free = perturb(make(arch, decoder_norm="free", seed=seed % 1000), g, 0.3)
+    with torch.no_grad():
+        free.W_dec.mul_(torch.rand(16, 1, generator=g) * 3 + 0.2)  # row norms far from 1
+    norms = free.W_dec.detach().norm(dim=1)
+    unit = make(arch, decoder_norm="unit", seed=seed % 1000)
+    unit.load_state_dict(free.state_dict())
+    with torch.no_grad():
+        unit.W_dec.div_(norms[:, None])
+        unit.W_enc.mul_(norms)
+        unit.b_enc.mul_(norms)
+    x = randn(g, 32, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(free.encode(x), unit.encode(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(free(x), unit(x), rtol=1e-5, atol=1e-5)
+    free.train(), unit.train()
+    torch.testing.assert_close(free.training_loss(x, 0.5).mse, unit.training_loss(x, 0.5).mse, rtol=1e-5, atol=1e-5)
+    # and training leaves the rows' norms free
+    train_sae(free, _stream(3), TrainConfig(steps=3, lr=0.05, decay_fraction=0.0), progress=False)
+    assert float((free.decoder_norms().detach() - 1).abs().max()) > 0.1
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_decoder_policies_are_declared_once(arch):
     """The config's default is the class's first policy; every listed policy builds, and an

@@ -1,8 +1,17 @@
 """TopK-style SAEs: TopK with AuxK, BatchTopK, and Matryoshka-BatchTopK.
 
-All keep unit-norm decoder rows. During training only k latents per sample (on average, for the
-batch variants) are non-zero, so decoding uses ``embedding_bag`` over the active latents instead of
-a dense ``[n, d_sae] @ [d_sae, d_in]`` product, and gradients reach only the rows that fired.
+Their sparsity does not depend on the scale of the codes, so the decoder they reconstruct with is
+always unit-norm. Two ways to keep it so (``decoder_norm``):
+
+- ``"unit"``: the rows are renormalised after every step (the base class's policy);
+- ``"free"``: the rows may take any norm ``n``; the SAE reconstructs with ``W_dec / n`` and multiplies
+  each latent's pre-activation by its ``n`` (SAELens's ``rescale_acts_by_decoder_norm``). The function
+  is a unit-decoder SAE's, but ``n`` is a per-latent encoder gain that Adam learns through the decoder;
+  saving folds it into the encoder, so the saved SAE has exactly unit rows.
+
+During training only k latents per sample (on average, for the batch variants) are non-zero, so
+decoding uses ``embedding_bag`` over the active latents instead of a dense ``[n, d_sae] @ [d_sae, d_in]``
+product, and gradients reach only the rows that fired.
 """
 
 from __future__ import annotations
@@ -48,6 +57,30 @@ class TopKSAE(SparseAutoencoder):
 
     architecture = "topk"
     saved_as = "topk"
+    decoder_policies = ("unit", "free")
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        pre = super().pre_activations(x)
+        return pre * self.W_dec.norm(dim=1) if self.decoder_norm == "free" else pre
+
+    def unit_rows(self) -> torch.Tensor:
+        """The decoder the SAE reconstructs with: ``W_dec`` with unit rows."""
+        if self.decoder_norm == "free":
+            return self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        return self.W_dec
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return codes @ self.unit_rows() + self.b_dec
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """Weights with the decoder norms folded into the encoder (exactly unit rows, same function)."""
+        state = super().export_state()
+        if self.decoder_norm == "free":
+            norms = self.W_dec.detach().norm(dim=1)
+            state["W_dec"] = self.unit_rows().detach()
+            state["W_enc"] = state["W_enc"] * norms
+            state["b_enc"] = state["b_enc"] * norms
+        return state
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.pre_activations(x)
@@ -85,7 +118,7 @@ class TopKSAE(SparseAutoencoder):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The reconstruction from the active latents and the reconstruction losses to average
         (one here; one per nested prefix for Matryoshka, the last being the full dictionary's)."""
-        x_hat = sparse_decode(rows, cols, vals, self.W_dec, x.shape[0]) + self.b_dec
+        x_hat = sparse_decode(rows, cols, vals, self.unit_rows(), x.shape[0]) + self.b_dec
         return x_hat, [mse_loss(x, x_hat)]
 
     def aux_loss(self, residual: torch.Tensor, pre: torch.Tensor) -> torch.Tensor | None:
@@ -95,7 +128,7 @@ class TopKSAE(SparseAutoencoder):
         k_aux = min(default_aux_k(self.cfg), int(dead.sum()))
         masked = pre.masked_fill(~dead, float("-inf"))
         vals, idx = masked.topk(k_aux, dim=-1)
-        recon = (F.relu(vals).unsqueeze(-1) * self.W_dec[idx]).sum(1)
+        recon = (F.relu(vals).unsqueeze(-1) * self.unit_rows()[idx]).sum(1)
         return mse_loss(residual, recon)
 
 
@@ -174,10 +207,10 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
         self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Add the prefixes' contributions one block at a time, with the MSE after each."""
-        x_hat, losses, start = self.b_dec.expand(x.shape[0], -1), [], 0
+        x_hat, losses, start, w_dec = self.b_dec.expand(x.shape[0], -1), [], 0, self.unit_rows()
         for stop in self.prefixes():
             part = (cols >= start) & (cols < stop)
-            x_hat = x_hat + sparse_decode(rows[part], cols[part], vals[part], self.W_dec, x.shape[0])
+            x_hat = x_hat + sparse_decode(rows[part], cols[part], vals[part], w_dec, x.shape[0])
             losses.append(mse_loss(x, x_hat))
             start = stop
         return x_hat, losses
