@@ -33,8 +33,8 @@ class StandardSAE(SparseAutoencoder):
         return F.relu(self.pre_activations(x))
 
     def penalty(self, codes: torch.Tensor, progress: float) -> torch.Tensor:
-        if self.decoder_norm == "free":
-            return (codes * self.W_dec.norm(dim=1)).sum(-1).mean()
+        if self.decoder_norm == "free":  # sum over the batch first: no [n, d_sae] product
+            return codes.sum(0) @ self.W_dec.norm(dim=1) / codes.shape[0]
         return codes.sum(-1).mean()  # codes are non-negative: this is the L1 norm
 
     def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
