@@ -552,7 +552,7 @@ def test_free_decoder_penalty_is_norm_weighted_l1(seed, coef, progress):
 
 def test_free_decoder_rows_are_not_renormalised():
     sae = make("standard", decoder_norm="free", sparsity_coefficient=0.1)
-    start = sae.free_decoder_init_norm
+    start = 1.0  # free rows start unit too (SAELens's decoder init norm 1.0)
     torch.testing.assert_close(sae.decoder_norms(), torch.full((16,), start))
     torch.testing.assert_close(sae.W_enc.detach(), sae.W_dec.detach().T)  # tied start
     train_sae(sae, _stream(2), TrainConfig(steps=8, lr=0.05, decay_fraction=0.0), progress=False)

@@ -6,7 +6,7 @@ decoder row norms:
 
 - ``"unit"``: rows are renormalised to 1 after every optimiser step, and the gradient component
   along each row is removed first so Adam does not fight the constraint;
-- ``"free"``: rows may take any norm (they start at :attr:`SparseAutoencoder.free_decoder_init_norm`);
+- ``"free"``: rows may take any norm (they start at 1, as SAELens's best setting, not its default 0.1);
   an L1-type penalty weights each code by its row's norm, so it cannot be dodged by shrinking codes
   and growing rows (an L0 count needs no weighting).
 
@@ -131,8 +131,6 @@ class SparseAutoencoder(nn.Module):
     saved_as: ClassVar[str]  # SAELens architecture name written to cfg.json
     # Decoder-norm policies the architecture supports; the first is its default (measured, see README).
     decoder_policies: ClassVar[tuple[str, ...]] = ("unit",)
-    # Initial decoder row norm under the free policy (the encoder starts as the decoder's transpose).
-    free_decoder_init_norm: ClassVar[float] = 1.0
     decoder_norm: str
 
     def __init__(self, cfg: SAEConfig):
@@ -141,9 +139,7 @@ class SparseAutoencoder(nn.Module):
         self.decoder_norm = cfg.decoder_norm
         g = torch.Generator().manual_seed(cfg.seed)
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
-        w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
-        if self.decoder_norm == "free":
-            w_dec = w_dec * self.free_decoder_init_norm
+        w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)  # unit rows under either policy
         self.W_dec = nn.Parameter(w_dec)
         self.W_enc = nn.Parameter(w_dec.T.clone().contiguous())  # tied initialisation
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
