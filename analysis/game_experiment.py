@@ -31,7 +31,7 @@ from analysis.runs import open_run
 from games import chess, othello
 from groundtruth._checks import check_int, check_real
 from toymodels.atomic import write_text_atomic
-from toymodels.sae import SAEConfig, load_sae, make_sae, save_sae
+from toymodels.sae import SAEConfig, load_sae, make_sae, save_sae, saved_config
 from toymodels.train import TrainConfig, train_sae
 from toymodels.transformer import (
     HookedTransformer,
@@ -263,9 +263,9 @@ def _sae_data(model: HookedTransformer, hook: str, cfg: GameConfig) -> torch.Ten
 def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool):
     """Train (or load) one SAE; ``data()`` gives its training activations (made only when one is trained)."""
     if (path / "cfg.json").exists():
-        saved = load_sae(path)
-        if saved.cfg == cfg.sae(variant, knob, saved.cfg.d_in):
-            return saved
+        trained = saved_config(path)
+        if trained is not None and trained == cfg.sae(variant, knob, trained.d_in):
+            return load_sae(path)
         logger.info("retraining %s: it was trained under other SAE defaults", path)
     acts = data()
     g = torch.Generator().manual_seed(cfg.seed + 3)

@@ -85,7 +85,7 @@ class Profile:
 
 PROFILES = {
     "fast": Profile("fast", examples=10, training_examples=1, sizes=((16, 32),), train_steps=150,
-                    recovery_steps=800, knob_seeds=2),
+                    recovery_steps=1600, knob_seeds=2),
     "thorough": Profile("thorough", examples=100, training_examples=4, sizes=((16, 32), (24, 40), (32, 64)),
                         train_steps=400, recovery_steps=2000, knob_seeds=4),
 }  # fmt: skip
@@ -247,9 +247,10 @@ def check_save_load_round_trip(factory, profile: Profile, case: dict) -> None:
     if isinstance(loaded, torch.nn.Module):
         loaded.eval()
     x = gaussian(16, s.d_in, case["seed"])
-    assert torch.equal(loaded.W_dec.detach(), s.W_dec), "W_dec changed in the round trip"
+    codes = gaussian(s.d_sae, s.d_sae, case["seed"] + 1).abs()  # every latent, so every decoder row
     with torch.no_grad():
         assert torch.equal(loaded.encode(x), s.encode(x)), "codes changed in the round trip"
+        assert torch.equal(loaded.decode(codes), s.decode(codes)), "the decoder changed in the round trip"
 
 
 def check_training_reduces_loss(factory, profile: Profile, case: dict) -> None:

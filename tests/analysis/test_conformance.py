@@ -103,7 +103,7 @@ def test_permuted_copy_moves_every_latent_axis():
 
 def test_declarations_of_builtins_and_bad_declarations():
     assert declared(FACTORIES["topk"](4, 8)) == Declared(
-        nonnegative=True, sparsity="topk", k=4, decoder_norm="unit", knob="k", knob_raises_l0=True
+        nonnegative=True, sparsity="topk", k=4, decoder_norm="free", knob="k", knob_raises_l0=True
     )
     assert declared(FACTORIES["standard_resampling"](4, 8)).revives_dead_within == 45
     assert declared(FACTORIES["standard"](4, 8)).revives_dead_within is None  # free decoder: no resampling

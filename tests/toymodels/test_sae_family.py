@@ -145,15 +145,17 @@ def test_auxk_loss_by_hand(seed, arch, aux_k, n_dead):
         assert "aux" not in terms.parts
         torch.testing.assert_close(terms.total, terms.mse)
         return
-    with torch.no_grad():
-        pre = sae.pre_activations(x)
-        residual = x - (terms.codes @ sae.W_dec + sae.b_dec)
+    with torch.no_grad():  # the default free decoder: row norms are an encoder gain, rows used unit
+        norms = sae.W_dec.norm(dim=1)
+        pre = ((x - sae.b_dec) @ sae.W_enc + sae.b_enc) * norms
+        rows = sae.W_dec / norms[:, None]
+        residual = x - (terms.codes @ rows + sae.b_dec)
         count = min(aux_k or 4, n_dead)  # default aux_k is d_in // 2
         aux_codes = torch.zeros_like(pre)
         for s in range(32):
             order = sorted(dead.nonzero().flatten().tolist(), key=lambda j: -float(pre[s, j]))[:count]
             aux_codes[s, order] = pre[s, order].clamp(min=0)
-        aux = ((aux_codes @ sae.W_dec - residual) ** 2).sum(1).mean()
+        aux = ((aux_codes @ rows - residual) ** 2).sum(1).mean()
     assert terms.parts["aux"] == pytest.approx(float(aux), rel=1e-4, abs=1e-6)
     torch.testing.assert_close(terms.total, terms.mse + 0.25 * aux, rtol=1e-5, atol=1e-6)
 
@@ -698,10 +700,13 @@ def test_matryoshka_loss_is_mean_of_prefix_mses(data, seed, k):
     )
     x = randn(g, 32, 8)
     terms = sae.training_loss(x, 0.5)
-    with torch.no_grad():
-        codes = _brute_batchtopk((x - sae.b_dec) @ sae.W_enc + sae.b_enc, k)
-        mses = [((codes[:, :p] @ sae.W_dec[:p] + sae.b_dec - x) ** 2).sum(1).mean() for p in (a, b, 16)]
-    torch.testing.assert_close(terms.codes, codes)
+    with torch.no_grad():  # the default free decoder: row norms are an encoder gain, rows used unit
+        norms = sae.W_dec.norm(dim=1)
+        codes = _brute_batchtopk(((x - sae.b_dec) @ sae.W_enc + sae.b_enc) * norms, k)
+        rows = sae.W_dec / norms[:, None]
+        mses = [((codes[:, :p] @ rows[:p] + sae.b_dec - x) ** 2).sum(1).mean() for p in (a, b, 16)]
+    assert float((norms - 1).abs().max()) > 0.01  # perturbed rows: the gain is really exercised
+    torch.testing.assert_close(terms.codes, codes, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(terms.mse, mses[-1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(terms.total, (mses[0] + mses[1] + mses[2]) / 3, rtol=1e-5, atol=1e-5)
     assert "aux" not in terms.parts

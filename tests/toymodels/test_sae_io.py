@@ -75,22 +75,21 @@ def test_save_load_is_bit_identical(arch, seed, d_in, d_sae, data):
         cfg = json.loads((path / "cfg.json").read_text())
         stored = load_file(path / "sae_weights.safetensors")
         loaded = load_sae(path)
-    assert type(loaded) is type(sae) and loaded.cfg == sae.cfg
+    assert type(loaded) is type(sae) and loaded.cfg == type(sae).loaded_config(sae.cfg)
     ours, theirs = sae.export_state(), loaded.export_state()
     assert set(ours) == set(theirs) == set(stored) == SAVED_TENSORS[SAVED_AS[arch]]
-    # A free TopK-style decoder is saved with its norms folded into the encoder: unit rows, the same
-    # function up to the rounding of that division; everything else comes back bit for bit.
-    folded = policy == "free" and arch in ("topk", "batchtopk", "matryoshka_batchtopk")
-    same = (lambda a, b: torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)) if folded else _equal
     for name in ours:
-        same(ours[name], theirs[name])
-        assert torch.equal(ours[name], stored[name]), name
-    if folded:
+        _equal(ours[name], theirs[name])
+        _equal(ours[name], stored[name])
+    folded = policy == "free" and arch in ("topk", "batchtopk", "matryoshka_batchtopk")
+    assert (loaded.cfg.decoder_norm == "unit") if folded else (loaded.cfg == sae.cfg)
+    if folded:  # the folder holds a unit-decoder SAE, with the norms moved into the encoder
         torch.testing.assert_close(stored["W_dec"].norm(dim=1), torch.ones(d_sae))
+        torch.testing.assert_close(stored["W_enc"], sae.W_enc.detach() * sae.decoder_norms().detach())
     x = torch.randn(20, d_in, generator=g)
     with torch.no_grad():
-        same(sae.encode(x), loaded.encode(x))
-        same(sae(x), loaded(x))
+        _equal(sae.encode(x), loaded.encode(x))
+        _equal(sae(x), loaded(x))
     # cfg.json: SAELens's keys and inference architecture name, our config in the metadata
     assert set(cfg) >= SAELENS_KEYS
     assert cfg["architecture"] == SAVED_AS[arch]
@@ -224,7 +223,6 @@ def test_saelens_folders_load_with_load_sae(arch, sae_lens, tmp_path):
 
 def test_saelens_options_we_cannot_honour_raise(sae_lens, tmp_path):
     cases = {
-        "rescaled": sae_lens.TopKSAEConfig(d_in=8, d_sae=16, k=3, rescale_acts_by_decoder_norm=True),
         "normalised": sae_lens.StandardSAEConfig(d_in=8, d_sae=16, normalize_activations="layer_norm"),
         "no_b_dec": sae_lens.StandardSAEConfig(d_in=8, d_sae=16, apply_b_dec_to_input=False),
     }
@@ -232,8 +230,35 @@ def test_saelens_options_we_cannot_honour_raise(sae_lens, tmp_path):
         sae_lens.SAE.from_dict(cfg.to_dict()).save_model(tmp_path / name)
         with pytest.raises(ValueError, match="not supported"):
             load_sae(tmp_path / name)
-    cfg = json.loads((tmp_path / "rescaled" / "cfg.json").read_text())
+    cfg = json.loads((tmp_path / "normalised" / "cfg.json").read_text())
     cfg["architecture"] = "matching_pursuit"
-    (tmp_path / "rescaled" / "cfg.json").write_text(json.dumps(cfg))
+    (tmp_path / "normalised" / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="cannot load SAELens architecture"):
-        load_sae(tmp_path / "rescaled")
+        load_sae(tmp_path / "normalised")
+
+
+def test_saelens_rescaled_topk_loads_as_our_free_decoder(sae_lens, tmp_path):
+    """SAELens's default TopK training recipe (``rescale_acts_by_decoder_norm=true``) is our free
+    decoder policy: the folder loads with its raw rows, computes what SAELens computes, and our
+    re-save is the folded unit-row form that SAELens also reads back to the same function."""
+    g = torch.Generator().manual_seed(7)
+    theirs = sae_lens.SAE.from_dict(
+        sae_lens.TopKSAEConfig(d_in=10, d_sae=24, k=3, rescale_acts_by_decoder_norm=True).to_dict()
+    )
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    assert float((theirs.W_dec.detach().norm(dim=1) - 1).abs().max()) > 0.1  # rows far from unit norm
+    theirs.save_model(tmp_path / "sae")
+    ours = load_sae(tmp_path / "sae")
+    assert ours.architecture == "topk" and ours.cfg.decoder_norm == "free" and ours.cfg.k == 3
+    assert torch.equal(ours.W_dec, theirs.W_dec)
+    x = torch.randn(32, 10, generator=g) * 2
+    with torch.no_grad():
+        codes = theirs.encode(x)
+        torch.testing.assert_close(ours.encode(x), codes, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+        save_sae(ours, tmp_path / "again")
+        again = sae_lens.SAE.load_from_disk(tmp_path / "again")
+        assert again.cfg.rescale_acts_by_decoder_norm is False
+        torch.testing.assert_close(again(x), theirs(x), rtol=1e-5, atol=1e-5)

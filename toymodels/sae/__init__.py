@@ -2,7 +2,7 @@
 
 from toymodels.sae.base import ARCHITECTURES, LossTerms, SAEConfig, SparseAutoencoder
 from toymodels.sae.gated import GatedSAE
-from toymodels.sae.io import load_sae, save_sae
+from toymodels.sae.io import load_sae, save_sae, saved_config
 from toymodels.sae.jumprelu import JumpReLUSAE
 from toymodels.sae.registry import SAE_CLASSES, make_sae
 from toymodels.sae.relu import PAnnealSAE, StandardSAE
@@ -24,4 +24,5 @@ __all__ = [
     "load_sae",
     "make_sae",
     "save_sae",
+    "saved_config",
 ]

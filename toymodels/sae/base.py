@@ -219,6 +219,12 @@ class SparseAutoencoder(nn.Module):
         """Extra architecture-specific cfg.json fields SAELens expects (e.g. ``k``)."""
         return {}
 
+    @classmethod
+    def loaded_config(cls, cfg: SAEConfig) -> SAEConfig:
+        """The config of the SAE that a folder saved from one trained under ``cfg`` loads back as:
+        ``cfg`` itself, unless saving changes the parametrisation (a folded decoder norm)."""
+        return cfg
+
 
 def mse_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Squared error summed over dimensions, averaged over samples (the pinned MSE)."""

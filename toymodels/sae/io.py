@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from toymodels.atomic import atomic_dir, recover_dir
 from toymodels.sae.base import SAEConfig, SparseAutoencoder
-from toymodels.sae.registry import make_sae
+from toymodels.sae.registry import SAE_CLASSES, make_sae
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -48,6 +48,13 @@ def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
     return Path(path)
 
 
+def saved_config(path: str | Path) -> SAEConfig | None:
+    """The config an SAE in the folder ``path`` was trained under, or None for a folder SAELens wrote
+    (:func:`load_sae` may return another parametrisation of the same function, see ``loaded_config``)."""
+    ours = (json.loads((Path(path) / CFG_FILE).read_text()).get("metadata") or {}).get("groundtruth")
+    return None if ours is None else SAEConfig.from_dict(ours)
+
+
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
     """Load a folder written by :func:`save_sae` or by SAELens's ``SAE.save_model``."""
     path = Path(path)
@@ -59,17 +66,24 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
     ours = (raw.get("metadata") or {}).get("groundtruth")
     if ours is not None:
         cfg = SAEConfig.from_dict(ours)
+        cfg = SAE_CLASSES[cfg.architecture].loaded_config(cfg)
     else:
         arch = raw.get("architecture", "standard")
         if arch not in _FROM_SAELENS:
             raise ValueError(f"cannot load SAELens architecture {arch!r}; supported: {sorted(_FROM_SAELENS)}")
-        cfg = SAEConfig(architecture=_FROM_SAELENS[arch], d_in=raw["d_in"], d_sae=raw["d_sae"], k=raw.get("k", 32))
+        # SAELens's rescale_acts_by_decoder_norm is our free decoder policy (TopK only; raw rows kept)
+        rescaled = arch == "topk" and bool(raw.get("rescale_acts_by_decoder_norm", False))
+        cfg = SAEConfig(
+            architecture=_FROM_SAELENS[arch],
+            d_in=raw["d_in"],
+            d_sae=raw["d_sae"],
+            k=raw.get("k", 32),
+            decoder_norm="free" if rescaled else "unit" if arch == "topk" else None,
+        )
         if not raw.get("apply_b_dec_to_input", True):
             raise ValueError("SAEs with apply_b_dec_to_input=false are not supported")
         if raw.get("normalize_activations", "none") != "none":
             raise ValueError(f"normalize_activations={raw['normalize_activations']!r} is not supported")
-        if raw.get("rescale_acts_by_decoder_norm", False):
-            raise ValueError("TopK SAEs with rescale_acts_by_decoder_norm=true are not supported")
     sae = make_sae(cfg)
     sae.import_state(weights)
     return sae.to(device)

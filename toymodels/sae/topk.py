@@ -4,10 +4,12 @@ Their sparsity does not depend on the scale of the codes, so the decoder they re
 always unit-norm. Two ways to keep it so (``decoder_norm``):
 
 - ``"unit"``: the rows are renormalised after every step (the base class's policy);
-- ``"free"``: the rows may take any norm ``n``; the SAE reconstructs with ``W_dec / n`` and multiplies
-  each latent's pre-activation by its ``n`` (SAELens's ``rescale_acts_by_decoder_norm``). The function
-  is a unit-decoder SAE's, but ``n`` is a per-latent encoder gain that Adam learns through the decoder;
-  saving folds it into the encoder, so the saved SAE has exactly unit rows.
+- ``"free"`` (the default, measured better in ``benchmarks/training_parity.py``): the rows may take any
+  norm ``n``; the SAE computes with ``n`` folded into the encoder (``W_enc * n``, ``b_enc * n``) and
+  reconstructs with ``W_dec / n`` (SAELens's ``rescale_acts_by_decoder_norm``). The function is a
+  unit-decoder SAE's, but ``n`` is a per-latent encoder gain that Adam learns through the decoder.
+  Saving writes those folded weights, so the folder holds a unit-decoder SAE with the same outputs
+  bit for bit.
 
 During training only k latents per sample (on average, for the batch variants) are non-zero, so
 decoding uses ``embedding_bag`` over the active latents instead of a dense ``[n, d_sae] @ [d_sae, d_in]``
@@ -19,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from toymodels.sae.base import LossTerms, SparseAutoencoder, default_aux_k, mse_loss
+from toymodels.sae.base import LossTerms, SAEConfig, SparseAutoencoder, default_aux_k, mse_loss
 
 
 def sparse_decode(
@@ -57,30 +59,35 @@ class TopKSAE(SparseAutoencoder):
 
     architecture = "topk"
     saved_as = "topk"
-    decoder_policies = ("unit", "free")
+    decoder_policies = ("free", "unit")
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(W_enc, b_enc, W_dec)`` as the SAE computes with them: under the free policy with the
+        decoder row norms moved into the encoder, so the decoder has unit rows."""
+        if self.decoder_norm == "unit":
+            return self.W_enc, self.b_enc, self.W_dec
+        norms = self.W_dec.norm(dim=1).clamp(min=1e-12)
+        return self.W_enc * norms, self.b_enc * norms, self.W_dec / norms.unsqueeze(1)
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        pre = super().pre_activations(x)
-        return pre * self.W_dec.norm(dim=1) if self.decoder_norm == "free" else pre
+        w_enc, b_enc, _ = self.folded()
+        return (x - self.b_dec) @ w_enc + b_enc
 
     def unit_rows(self) -> torch.Tensor:
         """The decoder the SAE reconstructs with: ``W_dec`` with unit rows."""
-        if self.decoder_norm == "free":
-            return self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        return self.W_dec
+        return self.folded()[2]
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return codes @ self.unit_rows() + self.b_dec
 
     def export_state(self) -> dict[str, torch.Tensor]:
-        """Weights with the decoder norms folded into the encoder (exactly unit rows, same function)."""
-        state = super().export_state()
-        if self.decoder_norm == "free":
-            norms = self.W_dec.detach().norm(dim=1)
-            state["W_dec"] = self.unit_rows().detach()
-            state["W_enc"] = state["W_enc"] * norms
-            state["b_enc"] = state["b_enc"] * norms
-        return state
+        """The folded weights: a unit-decoder SAE with exactly this SAE's outputs."""
+        w_enc, b_enc, w_dec = (t.detach() for t in self.folded())
+        return {"W_enc": w_enc, "b_enc": b_enc, "W_dec": w_dec, "b_dec": self.b_dec.detach()}
+
+    @classmethod
+    def loaded_config(cls, cfg: SAEConfig) -> SAEConfig:
+        return cfg.replace(decoder_norm="unit")  # a saved folder holds the folded weights
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.pre_activations(x)
