@@ -61,29 +61,36 @@ class TopKSAE(SparseAutoencoder):
     saved_as = "topk"
     decoder_policies = ("free", "unit")
 
-    def folded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(W_enc, b_enc, W_dec)`` as the SAE computes with them: under the free policy with the
-        decoder row norms moved into the encoder, so the decoder has unit rows."""
+    def encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W_enc, b_enc)`` as the SAE computes with them: times the decoder row norms under the
+        free policy (which then decodes with :meth:`unit_rows`)."""
         if self.decoder_norm == "unit":
-            return self.W_enc, self.b_enc, self.W_dec
+            return self.W_enc, self.b_enc
         norms = self.W_dec.norm(dim=1).clamp(min=1e-12)
-        return self.W_enc * norms, self.b_enc * norms, self.W_dec / norms.unsqueeze(1)
-
-    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        w_enc, b_enc, _ = self.folded()
-        return (x - self.b_dec) @ w_enc + b_enc
+        return self.W_enc * norms, self.b_enc * norms
 
     def unit_rows(self) -> torch.Tensor:
         """The decoder the SAE reconstructs with: ``W_dec`` with unit rows."""
-        return self.folded()[2]
+        if self.decoder_norm == "unit":
+            return self.W_dec
+        return self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        w_enc, b_enc = self.encoder()
+        return (x - self.b_dec) @ w_enc + b_enc
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return codes @ self.unit_rows() + self.b_dec
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """The folded weights: a unit-decoder SAE with exactly this SAE's outputs."""
-        w_enc, b_enc, w_dec = (t.detach() for t in self.folded())
-        return {"W_enc": w_enc, "b_enc": b_enc, "W_dec": w_dec, "b_dec": self.b_dec.detach()}
+        w_enc, b_enc = self.encoder()
+        return {
+            "W_enc": w_enc.detach(),
+            "b_enc": b_enc.detach(),
+            "W_dec": self.unit_rows().detach(),
+            "b_dec": self.b_dec.detach(),
+        }
 
     @classmethod
     def loaded_config(cls, cfg: SAEConfig) -> SAEConfig:
