@@ -8,9 +8,11 @@ Every architecture SAELens also has trains on one fixed list of `synthsaebench-s
   (``ours/free``, ``ours/unit``): the defaults are the policy that wins here;
 - ``saelens-best``: SAELens with decoder init norm 1.0 (its trainer always clips gradients at 1.0) and,
   for JumpReLU, the starting threshold our default picks on the first batch;
-- ``saelens-default``: SAELens's default decoder init norm 0.1 and JumpReLU threshold 0.01.
+- ``saelens-default``: SAELens's default decoder init norm 0.1 and JumpReLU threshold 0.01;
+- ``ours@saelens-init`` (only with ``--kinds``): our defaults started from the exact initial weights of
+  ``saelens-best``, which separates what the two implementations do from what their random draws do.
 
-TopK-style SAEs are matched in L0 by k. Penalty-based SAEs (standard, JumpReLU) are matched by searching
+TopK-style SAEs are matched in L0 by k. Penalty-based SAEs (standard, gated, JumpReLU) are matched by searching
 the coefficient per run kind until L0 is within 10% of the target (log-log secant steps, at most four
 runs); the L0 reached is printed beside the scores. Each row prints L0, FVE, MCC, F1, dead latents and
 seconds of training; ``--seeds 0 1`` repeats the matched runs on a second seed to show the noise.
@@ -36,9 +38,9 @@ from toymodels.sae.jumprelu import JumpReLUSAE
 from toymodels.sae.registry import SAE_CLASSES
 from toymodels.train import TrainConfig, train_sae
 
-ARCHS = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")
-PENALISED = ("standard", "jumprelu")
-FIRST_GUESS = {"standard": 3.5, "jumprelu": 2.0}  # coefficients near L0 16 on this data
+ARCHS = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
+PENALISED = ("standard", "jumprelu", "gated")
+FIRST_GUESS = {"standard": 3.5, "jumprelu": 2.0, "gated": 5.0}  # coefficients near L0 16 on this data
 WARMUP_FRACTION = 0.05  # our sparsity-coefficient warm-up, mirrored in SAELens's warm-up steps
 
 
@@ -50,6 +52,8 @@ def saelens_sae(arch: str, knob: float, d_in: int, d_sae: int, steps: int, init_
     warm = int(WARMUP_FRACTION * steps)
     if arch == "standard":
         cfg = sae_lens.StandardTrainingSAEConfig(**common, l1_coefficient=knob, l1_warm_up_steps=warm)
+    elif arch == "gated":
+        cfg = sae_lens.GatedTrainingSAEConfig(**common, l1_coefficient=knob, l1_warm_up_steps=warm)
     elif arch == "jumprelu":
         ours = SAEConfig("jumprelu", d_in, d_sae)
         cfg = sae_lens.JumpReLUTrainingSAEConfig(
@@ -118,6 +122,15 @@ def starting_threshold(d_in: int, d_sae: int, seed: int, first_batch: torch.Tens
         return JumpReLUSAE.initial_threshold(sae.pre_activations(first_batch), JumpReLUSAE.init_density)
 
 
+@torch.no_grad()
+def start_from(ours, theirs) -> None:
+    """Copy a SAELens training SAE's initial weights into ours (the names agree, see ``saved_tensors``)."""
+    for name, attr in ours.saved_tensors.items():
+        getattr(ours, attr).copy_(getattr(theirs, name).float())
+    if isinstance(ours, JumpReLUSAE):
+        ours.threshold_set.fill_(True)  # started from SAELens's threshold, not re-picked on the first batch
+
+
 def run(kind: str, arch: str, knob: float, lr: float, seed: int, batches, held_out, parent, args) -> dict:
     """Train one SAE of ``kind`` (``ours``, ``ours/<policy>``, ``saelens-best``, ``saelens-default``) and score it."""
     d_in = batches[0].shape[1]
@@ -128,6 +141,11 @@ def run(kind: str, arch: str, knob: float, lr: float, seed: int, batches, held_o
         value = float(knob) if arch in PENALISED else int(knob)
         cfg = SAEConfig(arch, d_in, args.d_sae, seed=seed, **{knob_field: value}, **extra)
         sae = make_sae(cfg)
+        if kind == "ours@saelens-init":
+            jump_init = starting_threshold(d_in, args.d_sae, seed, batches[0])
+            torch.manual_seed(seed)  # the same draw as saelens-best's
+            theirs = saelens_sae(arch, knob, d_in, args.d_sae, len(batches), 1.0, jump_init)
+            start_from(sae, theirs)
         train_sae(sae, iter(batches), TrainConfig(steps=len(batches), lr=lr, log_every=10**9), progress=False)
     else:
         best = kind == "saelens-best"
@@ -191,7 +209,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="first: matching; others: noise")
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     parser.add_argument("--no-saelens-default", action="store_true", help="skip SAELens at its default init")
-    parser.add_argument("--kinds", nargs="+", help="run only these kinds (e.g. ours/unit saelens-best)")
+    parser.add_argument("--kinds", nargs="+", help="run these kinds (e.g. ours/unit ours@saelens-init saelens-best)")
     parser.add_argument(
         "--coefficient", type=float, help="fix the coefficient of penalised SAEs instead of searching for --l0"
     )
@@ -216,9 +234,7 @@ def main() -> None:
         for lr in args.lrs:
             for arch in args.archs:
                 print(f"{arch}, lr {lr:g}, seed {seed}", flush=True)
-                for kind in kinds(arch, not args.no_saelens_default):
-                    if args.kinds and kind not in args.kinds:
-                        continue
+                for kind in args.kinds or kinds(arch, not args.no_saelens_default):
                     if seed_index == 0:
                         guess = next(
                             (r["knob"] for r in reversed(rows) if r["arch"] == arch and r["lr"] == lr),
