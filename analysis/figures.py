@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import seaborn as sns
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
-
-from analysis.metrics import cosine_matrix  # noqa: E402
-from analysis.recovery import RecoveryRow  # noqa: E402
+from analysis.metrics import cosine_matrix
+from analysis.recovery import RecoveryRow
 
 
 def save_figure(fig, stem: Path) -> list[Path]:

@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from analysis.figures import save_figure  # noqa: E402
-from games.chess import square_name as chess_square  # noqa: E402
-from games.othello import square_name as othello_square  # noqa: E402
+from analysis.figures import save_figure
+from games.chess import square_name as chess_square
+from games.othello import square_name as othello_square
 
 
 def board_maps(panels: dict[str, np.ndarray], stem: Path, title: str, label: str, game: str = "othello") -> list[Path]:

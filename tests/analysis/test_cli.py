@@ -60,3 +60,17 @@ def test_quick_demo_writes_scoreboard_results_saes_and_figures(tmp_path, capsys)
     # A rerun with another seed replaces the belief run instead of refusing the folder.
     assert main(["demo", "--quick", "--no-progress", "--seed", "1", "--out", str(out)]) == 0
     assert json.loads((out / "beliefs" / "config.json").read_text())["seed"] == 1
+
+
+def test_importing_the_figure_modules_leaves_the_matplotlib_backend_alone():
+    """A notebook user's backend survives ``import analysis.figures`` (and the belief and game figures)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); "
+        "import analysis.figures, analysis.belief_figures, analysis.game_figures; "
+        "print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "svg"
