@@ -26,12 +26,12 @@ import torch
 
 from analysis.beliefs import activations, sae_codes, sequence_split
 from analysis.board import class_f1, linear_probe, score_board, square_classes
-from analysis.recovery import VARIANTS, sae_config
+from analysis.recovery import sae_config
 from analysis.runs import open_run
 from games import chess, othello
 from groundtruth._checks import check_int, check_real
 from toymodels.atomic import write_text_atomic
-from toymodels.sae import SAEConfig, load_sae, make_sae, save_sae, saved_config
+from toymodels.sae import SAEConfig, architectures, load_sae, make_sae, save_sae, saved_config
 from toymodels.train import TrainConfig, train_sae
 from toymodels.transformer import (
     HookedTransformer,
@@ -104,8 +104,8 @@ class GameConfig:
             raise ValueError(f"hook must be one of {sae_hooks(self.transformer())} (or empty), got {self.hook!r}")
         check_real("lr", self.lr, 0.0, low_open=True)
         for variant, knob in self.saes:
-            if variant not in VARIANTS:
-                raise ValueError(f"saes: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+            if variant not in architectures():
+                raise ValueError(f"saes: variant must be one of {architectures()}, got {variant!r}")
             check_real(f"saes: {variant} knob", knob, 0.0, low_open=True)
 
     def model_identity(self) -> dict:

@@ -18,28 +18,18 @@ import torch
 
 from analysis.metrics import score_sae
 from toymodels.atomic import write_text_atomic
-from toymodels.sae import SAEConfig, make_sae, save_sae
+from toymodels.sae import SAEConfig, make_sae, sae_class, save_sae
 from toymodels.train import TrainConfig, train_sae
 
 logger = logging.getLogger(__name__)
 
-# Variants and the knob that sets their sparsity: "k" for TopK-style SAEs, else the coefficient.
-VARIANTS = {
-    "standard": "sparsity_coefficient",
-    "topk": "k",
-    "batchtopk": "k",
-    "jumprelu": "sparsity_coefficient",
-    "gated": "sparsity_coefficient",
-    "matryoshka_batchtopk": "k",
-    "p_anneal": "sparsity_coefficient",
-}
-
 
 def sae_config(variant: str, knob: float, d_in: int, d_sae: int, seed: int, **extra) -> SAEConfig:
-    """The SAE of ``variant`` with its sparsity knob set to ``knob`` (``k`` or the coefficient, see
-    :data:`VARIANTS`); ``extra`` sets other :class:`SAEConfig` fields."""
-    value = int(knob) if VARIANTS[variant] == "k" else float(knob)
-    return SAEConfig(variant, d_in, d_sae, seed=seed, **{VARIANTS[variant]: value}, **extra)
+    """The SAE of architecture ``variant`` with its sparsity knob (the class's ``sparsity_knob``:
+    ``k`` or the coefficient) set to ``knob``; ``extra`` sets other :class:`SAEConfig` fields."""
+    name = sae_class(variant).sparsity_knob
+    value = int(knob) if name == "k" else float(knob)
+    return SAEConfig(variant, d_in, d_sae, seed=seed, **{name: value}, **extra)
 
 
 @dataclass(frozen=True)
@@ -96,7 +86,7 @@ def run_variant(
         eval_batch = source.eval_set(n_eval)
     parent = source.parent if bool((source.parent >= 0).any()) else None
     report = score_sae(sae, eval_batch.x, eval_batch.codes.to_dense(), eval_batch.directions, parent=parent)
-    knob_name = VARIANTS[sae_cfg.architecture]
+    knob_name = sae_class(sae_cfg.architecture).sparsity_knob
     row = RecoveryRow(
         source=source_name,
         variant=sae_cfg.architecture,

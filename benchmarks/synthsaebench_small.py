@@ -17,9 +17,9 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-from analysis.recovery import VARIANTS, run_variant
+from analysis.recovery import run_variant, sae_config
 from groundtruth import SparseFeatureModel, preset
-from toymodels.sae import SAEConfig
+from toymodels.sae import architectures, sae_class
 from toymodels.train import TrainConfig
 
 TRIAL_COEFFICIENTS = {  # bracket L0 ≈ 16 at 512 latents and a few hundred steps
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, default=1024)
     parser.add_argument("--l0", type=float, default=16.0, help="target L0 (the model's true L0 is about 16)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(architectures()))
     parser.add_argument("--n-eval", type=int, default=10_000)
     parser.add_argument("--out", default="bench-results/synthsaebench_small.json")
     args = parser.parse_args()
@@ -61,8 +61,9 @@ def main() -> None:
     )
 
     def run(variant: str, knob: float, seed: int, steps: int):
-        value = int(round(knob)) if VARIANTS[variant] == "k" else knob
-        cfg = SAEConfig(variant, model.config.d, args.d_sae, seed=seed, **{VARIANTS[variant]: value})
+        cfg = sae_config(
+            variant, round(knob) if sae_class(variant).sparsity_knob == "k" else knob, model.config.d, args.d_sae, seed
+        )
         row, _ = run_variant(
             model,
             "synthsaebench-small",
@@ -77,7 +78,7 @@ def main() -> None:
     rows = []
     for variant in args.variants:
         knob = args.l0
-        if VARIANTS[variant] != "k":
+        if sae_class(variant).sparsity_knob != "k":
             trials = [(c, run(variant, c, 0, args.steps).l0) for c in TRIAL_COEFFICIENTS[variant]]
             knob = interpolate(trials, args.l0)
             print(

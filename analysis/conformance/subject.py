@@ -12,9 +12,10 @@ from typing import Any, Literal
 import torch
 
 from toymodels.sae import SparseAutoencoder, load_sae, save_sae
+from toymodels.sae.registry import SPARSITY_KINDS
 from toymodels.train import TrainConfig, Trainer
 
-Sparsity = Literal["topk", "batchtopk", "threshold"]
+Sparsity = Literal["topk", "batchtopk", "threshold", "penalty"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class Declared:
     - ``sparsity``: ``"topk"`` (at most ``k`` non-zeros per sample, exactly ``k`` when enough
       pre-activations are positive), ``"batchtopk"`` (``k`` per sample on average over a training
       batch, an inference ``threshold``), ``"threshold"`` (JumpReLU: a code is either 0 or above its
-      latent's ``threshold``).
+      latent's ``threshold``), ``"penalty"`` (a loss term; nothing structural to check). The same
+      vocabulary as the SAE classes' ``sparsity`` declaration.
     - ``decoder_norm``: ``"unit"`` (every decoder row has norm 1, before and after training steps) or
       ``"free"``.
     - ``knob``: the factory keyword that sets sparsity, and whether raising it raises L0
@@ -42,24 +44,12 @@ class Declared:
     revives_dead_within: int | None = None
 
     def __post_init__(self) -> None:
-        if self.sparsity not in (None, "topk", "batchtopk", "threshold"):
-            raise ValueError(f"sparsity must be 'topk', 'batchtopk', 'threshold' or None, got {self.sparsity!r}")
+        if self.sparsity is not None and self.sparsity not in SPARSITY_KINDS:
+            raise ValueError(f"sparsity must be one of {SPARSITY_KINDS} or None, got {self.sparsity!r}")
         if self.sparsity in ("topk", "batchtopk") and not (isinstance(self.k, int) and self.k >= 1):
             raise ValueError(f"sparsity={self.sparsity!r} needs a positive integer k, got k={self.k!r}")
         if self.decoder_norm not in (None, "unit", "free"):
             raise ValueError(f"decoder_norm must be 'unit', 'free' or None, got {self.decoder_norm!r}")
-
-
-_KNOBS = {  # built-in architecture -> (factory keyword, raising it raises L0)
-    "standard": ("sparsity_coefficient", False),
-    "p_anneal": ("sparsity_coefficient", False),
-    "gated": ("sparsity_coefficient", False),
-    "jumprelu": ("sparsity_coefficient", False),
-    "topk": ("k", True),
-    "batchtopk": ("k", True),
-    "matryoshka_batchtopk": ("k", True),
-}
-_SPARSITY = {"topk": "topk", "batchtopk": "batchtopk", "matryoshka_batchtopk": "batchtopk", "jumprelu": "threshold"}
 
 
 def declared(sae: Any) -> Declared:
@@ -74,18 +64,16 @@ def declared(sae: Any) -> Declared:
         return Declared(**own)
     if own is not None:
         raise TypeError(f"groundtruth_declares must be a Declared or a dict, got {type(own).__name__}")
-    if isinstance(sae, SparseAutoencoder):
+    if isinstance(sae, SparseAutoencoder):  # what its class declares (toymodels.sae.registry)
         cfg = sae.cfg
-        knob, raises = _KNOBS[cfg.architecture]
-        sparsity = _SPARSITY.get(cfg.architecture)
-        resamples = cfg.architecture == "standard" and cfg.decoder_norm == "unit" and cfg.resample_every > 0
+        resamples = sae.resamples_dead and cfg.decoder_norm == "unit" and cfg.resample_every > 0
         return Declared(
             nonnegative=True,
-            sparsity=sparsity,
-            k=cfg.k if sparsity in ("topk", "batchtopk") else None,
+            sparsity=sae.sparsity,
+            k=cfg.k if sae.sparsity_knob == "k" else None,
             decoder_norm=cfg.decoder_norm,
-            knob=knob,
-            knob_raises_l0=raises,
+            knob=sae.sparsity_knob,
+            knob_raises_l0=sae.knob_raises_l0,
             revives_dead_within=cfg.dead_after + cfg.resample_every if resamples else None,
         )
     if type(sae).__module__.startswith("sae_lens"):

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from sae_helpers import make, perturb
 
 from toymodels.sae import (
-    ARCHITECTURES,
     GatedSAE,
     JumpReLUSAE,
     SAEConfig,
     SparseAutoencoder,
     StandardSAE,
+    architectures,
 )
 from toymodels.sae.jumprelu import _JumpReLU, _Step
 from toymodels.sae.registry import SAE_CLASSES
@@ -38,7 +38,7 @@ def randn(g: torch.Generator, *shape: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", architectures())
 @settings(max_examples=10, deadline=None)
 @given(seed=SEEDS, n=st.integers(1, 40))
 def test_encode_decode_shapes_dtype_and_sign(arch, seed, n):
@@ -59,7 +59,7 @@ def test_encode_decode_shapes_dtype_and_sign(arch, seed, n):
     assert sae.decode(codes3).shape == (2, n, 8)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", architectures())
 @pytest.mark.parametrize("scale", [0.0, 1e-30, 1e-6, 1e6, 1e15])
 def test_encode_decode_finite_for_extreme_inputs(arch, scale):
     g = torch.Generator().manual_seed(7)
@@ -70,7 +70,7 @@ def test_encode_decode_finite_for_extreme_inputs(arch, scale):
     assert bool(torch.isfinite(sae.decode(codes)).all())
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", architectures())
 @settings(max_examples=10, deadline=None)
 @given(seed=SEEDS, progress=st.floats(0.0, 1.0), zero_input=st.booleans(), some_dead=st.booleans())
 def test_training_loss_backward_gives_finite_grads(arch, seed, progress, zero_input, some_dead):
@@ -486,7 +486,7 @@ def test_free_topk_decoder_is_a_unit_decoder_with_an_encoder_gain(arch, seed):
     assert float((free.decoder_norms().detach() - 1).abs().max()) > 0.1
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", architectures())
 def test_decoder_policies_are_declared_once(arch):
     """The config's default is the class's first policy; every listed policy builds, and an
     unlisted one is refused naming decoder_norm."""

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 import toymodels.sae.io as sae_io
 from toymodels.sae import (
-    ARCHITECTURES,
     SAEConfig,
+    architectures,
     load_sae,
     save_sae,
 )
@@ -62,7 +62,7 @@ def _equal(a: torch.Tensor, b: torch.Tensor) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", architectures())
 @settings(max_examples=5, deadline=None)
 @given(seed=SEEDS, d_in=st.integers(1, 12), d_sae=st.integers(4, 40), data=st.data())
 def test_save_load_is_bit_identical(arch, seed, d_in, d_sae, data):
@@ -168,9 +168,9 @@ def sae_lens():
     return pytest.importorskip("sae_lens")
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", architectures())
 def test_our_folders_load_in_saelens(arch, sae_lens, tmp_path):
-    g = torch.Generator().manual_seed(ARCHITECTURES.index(arch))
+    g = torch.Generator().manual_seed(architectures().index(arch))
     ours = perturb(make(arch, d_in=10, d_sae=24, k=5), g, 0.3)
     save_sae(ours, tmp_path / "sae")
     theirs = sae_lens.SAE.load_from_disk(tmp_path / "sae")

@@ -10,7 +10,7 @@ import torch
 from sae_helpers import make
 
 from analysis.metrics import mcc
-from toymodels.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, make_sae
+from toymodels.sae import SAEConfig, SparseAutoencoder, architectures, make_sae
 from toymodels.train import TrainConfig, Trainer, train_sae
 
 
@@ -66,7 +66,7 @@ FIT_SETTINGS = {  # sparsity weights small enough that the fit is not dominated 
 }
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", architectures())
 def test_training_reduces_mse_on_fittable_data(arch):
     dirs = orthogonal_features(8, 16, seed=1)
     sae = make(arch, d_in=16, d_sae=16, seed=4, **FIT_SETTINGS[arch])

@@ -1,15 +1,24 @@
-"""The SAE family: one base, one module per variant, one training loop, SAELens-layout files."""
+"""The SAE family: one base, one module per architecture, one registry, SAELens-layout files.
 
-from toymodels.sae.base import ARCHITECTURES, LossTerms, SAEConfig, SparseAutoencoder
+Importing the package registers the built-in architectures (each module registers its classes).
+"""
+
+from toymodels.sae.base import LossTerms, SAEConfig, SparseAutoencoder
 from toymodels.sae.gated import GatedSAE
 from toymodels.sae.io import load_sae, save_sae, saved_config
 from toymodels.sae.jumprelu import JumpReLUSAE
-from toymodels.sae.registry import SAE_CLASSES, make_sae
+from toymodels.sae.registry import (
+    SAE_CLASSES,
+    architecture_table,
+    architectures,
+    make_sae,
+    register_sae,
+    sae_class,
+)
 from toymodels.sae.relu import PAnnealSAE, StandardSAE
 from toymodels.sae.topk import BatchTopKSAE, MatryoshkaBatchTopKSAE, TopKSAE
 
 __all__ = [
-    "ARCHITECTURES",
     "BatchTopKSAE",
     "GatedSAE",
     "JumpReLUSAE",
@@ -21,8 +30,12 @@ __all__ = [
     "SparseAutoencoder",
     "StandardSAE",
     "TopKSAE",
+    "architecture_table",
+    "architectures",
     "load_sae",
     "make_sae",
+    "register_sae",
+    "sae_class",
     "save_sae",
     "saved_config",
 ]

@@ -24,8 +24,6 @@ from torch import nn
 
 from groundtruth._checks import check_int, check_real
 
-ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk", "p_anneal")
-
 
 @dataclass(frozen=True)
 class SAEConfig:
@@ -53,18 +51,17 @@ class SAEConfig:
     p_end: float = 0.2  # p-annealing: final exponent of the L_p penalty
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        from toymodels.sae.registry import sae_class  # the registry imports this module
+
+        cls = sae_class(self.architecture)
         check_int("d_in", self.d_in)
         check_int("d_sae", self.d_sae)
         check_int("seed", self.seed, minimum=0)
         check_int("k", self.k)
-        if self.architecture in ("topk", "batchtopk", "matryoshka_batchtopk") and self.k > self.d_sae:
+        if cls.sparsity_knob == "k" and self.k > self.d_sae:
             raise ValueError(f"k={self.k} exceeds d_sae={self.d_sae}")
         check_real("sparsity_coefficient", self.sparsity_coefficient, 0.0)
-        from toymodels.sae.registry import SAE_CLASSES  # the classes import this module
-
-        allowed = SAE_CLASSES[self.architecture].decoder_policies
+        allowed = cls.decoder_policies
         if self.decoder_norm is None:
             object.__setattr__(self, "decoder_norm", allowed[0])
         elif self.decoder_norm not in allowed:
@@ -72,6 +69,10 @@ class SAEConfig:
                 f"decoder_norm for {self.architecture} must be one of {allowed}, got {self.decoder_norm!r}"
             )
         check_int("resample_every", self.resample_every, minimum=0)
+        if self.resample_every and not cls.resamples_dead:
+            raise ValueError(
+                f"resample_every={self.resample_every}: {self.architecture} does not resample dead latents"
+            )
         if self.resample_every and self.decoder_norm != "unit":
             raise ValueError(
                 f"resample_every={self.resample_every} needs decoder_norm='unit' (Bricken et al.'s recipe), "
@@ -125,12 +126,19 @@ class LossTerms:
 
 
 class SparseAutoencoder(nn.Module):
-    """Base class. Subclasses define :meth:`encode` and :meth:`training_loss`."""
+    """Base class. Subclasses define :meth:`encode` and :meth:`training_loss`, declare what
+    :data:`toymodels.sae.registry.DECLARATIONS` lists, and are passed to ``register_sae``."""
 
     architecture: ClassVar[str]
-    saved_as: ClassVar[str]  # SAELens architecture name written to cfg.json
+    paper: ClassVar[str]
+    sparsity_knob: ClassVar[str]  # "k" or "sparsity_coefficient"
+    knob_raises_l0: ClassVar[bool]
+    sparsity: ClassVar[str]  # one of registry.SPARSITY_KINDS
     # Decoder-norm policies the architecture supports; the first is its default (measured, see README).
-    decoder_policies: ClassVar[tuple[str, ...]] = ("unit",)
+    decoder_policies: ClassVar[tuple[str, ...]]
+    saved_as: ClassVar[str]  # SAELens architecture name written to cfg.json
+    suite_defaults: ClassVar[dict]
+    resamples_dead: ClassVar[bool] = False  # implements resample_every (Bricken et al.'s recipe)
     decoder_norm: str
 
     def __init__(self, cfg: SAEConfig):
@@ -219,6 +227,12 @@ class SparseAutoencoder(nn.Module):
 
     def saelens_fields(self) -> dict:
         """Extra architecture-specific cfg.json fields SAELens expects (e.g. ``k``)."""
+        return {}
+
+    @classmethod
+    def config_strategies(cls, st, d_sae: int) -> dict:
+        """Hypothesis strategies (``st`` is ``hypothesis.strategies``) for the :class:`SAEConfig`
+        fields only this architecture reads; :func:`toymodels.sae.strategies.sae_configs` uses them."""
         return {}
 
     @classmethod

@@ -1,33 +1,29 @@
-"""One factory per built-in architecture, in the form the conformance suite takes::
+"""One factory per registered architecture, in the form the conformance suite takes::
 
     groundtruth check-sae toymodels.sae.factories:topk
 
 Each is ``make(d_in, d_sae, *, seed=0, **overrides)``; ``overrides`` are :class:`SAEConfig` fields. The
-defaults suit unit-scale activations (the suite's data): a sparsity coefficient that leaves a few
-latents active, k = 4, and dead-latent handling that acts within a short run.
+defaults are each class's ``suite_defaults``, which suit unit-scale activations (the suite's data): a
+sparsity that leaves a few latents active and dead-latent handling that acts within a short run.
+Every registered architecture, a user's included, has a factory here under its name; one named
+recipe is added: ``standard_resampling``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 from toymodels.sae.base import SAEConfig, SparseAutoencoder
-from toymodels.sae.registry import make_sae
+from toymodels.sae.registry import SAE_CLASSES, make_sae, sae_class
 
-__all__ = [
-    "FACTORIES",
-    "batchtopk",
-    "gated",
-    "jumprelu",
-    "matryoshka_batchtopk",
-    "p_anneal",
-    "standard",
-    "standard_resampling",
-    "topk",
-]
+Factory = Callable[..., SparseAutoencoder]
 
 
-def _factory(architecture: str, name: str | None = None, **defaults) -> Callable[..., SparseAutoencoder]:
+def factory(architecture: str, name: str | None = None, **defaults) -> Factory:
+    """A conformance-suite factory for ``architecture``: its class's ``suite_defaults``, then ``defaults``."""
+    defaults = {**sae_class(architecture).suite_defaults, **defaults}
+
     def make(d_in: int, d_sae: int, *, seed: int = 0, **overrides) -> SparseAutoencoder:
         return make_sae(SAEConfig(architecture, d_in, d_sae, seed=seed, **{**defaults, **overrides}))
 
@@ -36,19 +32,31 @@ def _factory(architecture: str, name: str | None = None, **defaults) -> Callable
     return make
 
 
-standard = _factory("standard", sparsity_coefficient=0.05)
 # Bricken et al. (2023): unit decoder rows and dead-latent resampling (the Sharkey reproduction's recipe).
-standard_resampling = _factory(
-    "standard", "standard_resampling", decoder_norm="unit", sparsity_coefficient=0.05, resample_every=25, dead_after=20
-)
-p_anneal = _factory("p_anneal", sparsity_coefficient=0.05)
-gated = _factory("gated", sparsity_coefficient=2.0)
-jumprelu = _factory("jumprelu", sparsity_coefficient=0.1, jump_init_threshold=0.3, jump_bandwidth=1.0)
-topk = _factory("topk", k=4, dead_after=20)
-batchtopk = _factory("batchtopk", k=4, dead_after=20)
-matryoshka_batchtopk = _factory("matryoshka_batchtopk", k=4, dead_after=20)
-
-FACTORIES: dict[str, Callable[..., SparseAutoencoder]] = {
-    f.__name__: f
-    for f in (standard, standard_resampling, topk, batchtopk, jumprelu, gated, matryoshka_batchtopk, p_anneal)
+RECIPES: dict[str, Factory] = {
+    "standard_resampling": factory(
+        "standard", "standard_resampling", decoder_norm="unit", resample_every=25, dead_after=20
+    ),
 }
+
+
+@cache
+def _default(architecture: str) -> Factory:  # one object per name, so that factories pickle by reference
+    return factory(architecture)
+
+
+def factories() -> dict[str, Factory]:
+    """Every factory by name: one per registered architecture, then the named recipes."""
+    return {**{name: _default(name) for name in SAE_CLASSES}, **RECIPES}
+
+
+def __getattr__(name: str) -> Factory:  # ``factories:topk`` for every registered architecture
+    if name in SAE_CLASSES:
+        return _default(name)
+    if name in RECIPES:
+        return RECIPES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *factories()})

@@ -14,19 +14,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from toymodels.sae.base import LossTerms, SparseAutoencoder, mse_loss
+from toymodels.sae.registry import register_sae
 from toymodels.sae.relu import warmup
 
 
+@register_sae
 class GatedSAE(SparseAutoencoder):
     """Gated SAE; ``b_enc`` plays the gate bias ``b_gate`` (saved under that name)."""
 
     architecture = "gated"
+    paper = "Rajamanoharan et al. 2024a"
+    sparsity_knob = "sparsity_coefficient"  # the L1 coefficient on the gate
+    knob_raises_l0 = False
+    sparsity = "penalty"
     # Unit rows only: with free rows (the penalty is norm-weighted, the auxiliary loss sees a frozen
     # decoder) the rows shrank under the penalty while the magnitude path grew, and at width 1,024 the
     # SAE reconstructed nothing (FVE 0.0 at L0 14, benchmarks/training_parity.py); unit rows reached
     # MCC 0.71 on the same batches.
     decoder_policies = ("unit",)
     saved_as = "gated"
+    suite_defaults = {"sparsity_coefficient": 2.0}
     saved_tensors = {
         "W_enc": "W_enc",
         "b_gate": "b_enc",

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from toymodels.sae.base import LossTerms, SparseAutoencoder, mse_loss
+from toymodels.sae.registry import register_sae
 
 
 def _rectangle(u: torch.Tensor) -> torch.Tensor:
@@ -53,6 +54,7 @@ class _Step(torch.autograd.Function):
         return torch.zeros_like(z), grad_t, None
 
 
+@register_sae
 class JumpReLUSAE(SparseAutoencoder):
     """JumpReLU activation and L0 penalty (``sparsity_coefficient`` is λ).
 
@@ -69,9 +71,15 @@ class JumpReLUSAE(SparseAutoencoder):
     """
 
     architecture = "jumprelu"
+    paper = "Rajamanoharan et al. 2024b (STE, L0 penalty)"
+    sparsity_knob = "sparsity_coefficient"  # the L0 coefficient λ
+    knob_raises_l0 = False
+    sparsity = "threshold"
+    decoder_policies = ("free", "unit")
     saved_as = "jumprelu"
     saved_tensors = {**SparseAutoencoder.saved_tensors, "threshold": "threshold"}
-    decoder_policies = ("free", "unit")
+    # the suite's unit-scale data: a wide pseudo-derivative and a start that sparsifies within its short runs
+    suite_defaults = {"sparsity_coefficient": 0.1, "jump_init_threshold": 0.3, "jump_bandwidth": 1.0}
     init_density = 0.05  # starting L0 = 5% of d_sae: sparse enough to train, dense enough to keep latents alive
 
     def __init__(self, cfg):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from groundtruth.sparse_model import child_seed
 from toymodels.sae.base import LossTerms, SparseAutoencoder, mse_loss
+from toymodels.sae.registry import register_sae
 
 
 def warmup(progress: float, fraction: float = 0.05) -> float:
@@ -14,6 +15,7 @@ def warmup(progress: float, fraction: float = 0.05) -> float:
     return min(1.0, progress / fraction) if fraction > 0 else 1.0
 
 
+@register_sae
 class StandardSAE(SparseAutoencoder):
     """ReLU SAE with an L1 penalty.
 
@@ -26,8 +28,14 @@ class StandardSAE(SparseAutoencoder):
     """
 
     architecture = "standard"
+    paper = "Conerly et al. 2024 (free decoder, norm-weighted L1); Bricken et al. 2023 (unit rows + resampling)"
+    sparsity_knob = "sparsity_coefficient"  # the L1 coefficient
+    knob_raises_l0 = False
+    sparsity = "penalty"
     decoder_policies = ("free", "unit")
     saved_as = "standard"
+    suite_defaults = {"sparsity_coefficient": 0.05}
+    resamples_dead = True
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.pre_activations(x))
@@ -90,14 +98,17 @@ def reset_adam(optimizer, param: torch.Tensor, index: torch.Tensor, dim: int) ->
             state[key].index_fill_(dim, index, 0.0)
 
 
+@register_sae
 class PAnnealSAE(StandardSAE):
     """ReLU SAE whose penalty ``sum_i c_i^p`` anneals ``p`` linearly from 1 to ``p_end`` over training
     (Karvonen et al. 2024, "Measuring Progress in Dictionary Learning for Language Model
     Interpretability with Board Game Models"). Saved as a standard SAE: inference is plain ReLU."""
 
     architecture = "p_anneal"
+    paper = "Karvonen et al. 2024 (L_p, p annealed from 1 to p_end)"
     decoder_policies = ("unit", "free")  # the paper's unit rows; not measured against the free policy
     saved_as = "standard"
+    suite_defaults = {"sparsity_coefficient": 0.05}
 
     def penalty(self, codes: torch.Tensor, progress: float) -> torch.Tensor:
         p = 1.0 + (self.cfg.p_end - 1.0) * min(max(progress, 0.0), 1.0)

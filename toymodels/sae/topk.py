@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from toymodels.sae.base import LossTerms, SAEConfig, SparseAutoencoder, default_aux_k, mse_loss
+from toymodels.sae.registry import register_sae
 
 
 def sparse_decode(
@@ -51,6 +52,7 @@ def top_indices(flat: torch.Tensor, count: int, stride: int = 32) -> torch.Tenso
     return flat.topk(count, sorted=False).indices
 
 
+@register_sae
 class TopKSAE(SparseAutoencoder):
     """Keep the k largest pre-activations per sample, then ReLU (Gao et al. 2024, "Scaling and
     evaluating sparse autoencoders"). Dead latents are revived by the AuxK loss: the ``aux_k``
@@ -58,8 +60,13 @@ class TopKSAE(SparseAutoencoder):
     weighted by ``aux_coefficient`` (1/32 in the paper)."""
 
     architecture = "topk"
-    saved_as = "topk"
+    paper = "Gao et al. 2024 (TopK + AuxK)"
+    sparsity_knob = "k"
+    knob_raises_l0 = True
+    sparsity = "topk"
     decoder_policies = ("free", "unit")
+    saved_as = "topk"
+    suite_defaults = {"k": 4, "dead_after": 20}
 
     def encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W_enc, b_enc)`` as the SAE computes with them: times the decoder row norms under the
@@ -146,6 +153,7 @@ class TopKSAE(SparseAutoencoder):
         return mse_loss(residual, recon)
 
 
+@register_sae
 class BatchTopKSAE(TopKSAE):
     """Keep the ``k * batch`` largest ReLU pre-activations across the whole batch, so L0 is k on
     average but varies per sample (Bussmann et al. 2024, "BatchTopK Sparse Autoencoders").
@@ -155,6 +163,8 @@ class BatchTopKSAE(TopKSAE):
     """
 
     architecture = "batchtopk"
+    paper = "Bussmann et al. 2024"
+    sparsity = "batchtopk"
     saved_as = "jumprelu"
     threshold_momentum = 0.99
 
@@ -200,13 +210,22 @@ class BatchTopKSAE(TopKSAE):
         self.threshold_updates.fill_(1)
 
 
+@register_sae
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     """BatchTopK whose loss sums the reconstruction errors of nested prefixes of the dictionary, so
     early latents must work alone and learn general features (Bussmann et al. 2025, "Learning
     Multi-Level Features with Matryoshka Sparse Autoencoders"; Nabeshima 2024)."""
 
     architecture = "matryoshka_batchtopk"
+    paper = "Bussmann et al. 2025 (nested prefixes on BatchTopK)"
     saved_as = "jumprelu"
+
+    @classmethod
+    def config_strategies(cls, st, d_sae: int) -> dict:
+        if d_sae < 2:
+            return {}
+        inner = st.lists(st.integers(1, d_sae - 1), max_size=3, unique=True)
+        return {"matryoshka_prefixes": inner.map(lambda sizes: (*sorted(sizes), d_sae))}
 
     def prefixes(self) -> tuple[int, ...]:
         if self.cfg.matryoshka_prefixes:
