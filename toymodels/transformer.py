@@ -1,18 +1,26 @@
-"""A small decoder-only transformer with TransformerLens hook names, config fields and weight names.
+"""A small decoder-only transformer with TransformerLens hook names, config fields and weight shapes.
 
 ``run_with_cache(tokens, names=...)`` returns the logits and the activations at the requested hooks:
 ``hook_embed``, ``hook_pos_embed``, ``blocks.{l}.hook_resid_pre|hook_resid_mid|hook_resid_post``,
-``blocks.{l}.attn.hook_pattern``, ``blocks.{l}.mlp.hook_post`` and ``ln_final.hook_normalized``.
-Parameters carry TransformerLens's names and shapes (``W_E``, ``blocks.0.attn.W_Q [n_heads, d_model,
-d_head]``, ...), so a state dict moves between the two libraries without renaming. Pre-LayerNorm
-blocks, learned absolute positions, causal attention (Vaswani et al. 2017; Radford et al. 2019).
+``blocks.{l}.attn.hook_pattern``, ``blocks.{l}.mlp.hook_post`` and ``ln_final.hook_normalized`` (the
+normalised residual before LayerNorm's weight and bias, as in TransformerLens). Pre-LayerNorm blocks,
+learned absolute positions, causal attention (Vaswani et al. 2017; Radford et al. 2019).
+
+The blocks' parameters carry TransformerLens's names and shapes (``blocks.0.attn.W_Q [n_heads, d_model,
+d_head]``, ``blocks.0.mlp.W_in``, ``blocks.0.ln1.w``, ...); the embedding, positions and unembedding are
+``W_E``, ``W_pos``, ``W_U``, ``b_U`` here and ``embed.W_E``, ``pos_embed.W_pos``, ``unembed.W_U``,
+``unembed.b_U`` there. :func:`to_transformer_lens` builds the same network as a TransformerLens
+``HookedTransformer`` (from :func:`transformer_lens_config` and :func:`transformer_lens_state_dict`), and
+:func:`from_transformer_lens_state_dict` reads one back. Two hooks exist here only: attention-only blocks
+still report ``hook_resid_mid`` (equal to ``hook_resid_post``), and a model without LayerNorm reports
+``ln_final.hook_normalized`` (the residual itself). TransformerLens is not a dependency.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -27,7 +35,12 @@ from toymodels.train import TrainConfig, TrainResult, fit
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-_ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+_ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}  # TransformerLens's "gelu" is the exact F.gelu too
+LN_EPS = 1e-5  # LayerNorm's epsilon, TransformerLens's default ``eps``
+# Our top-level parameter names -> TransformerLens's; the blocks' names are the same in both.
+_TL_NAMES = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U", "b_U": "unembed.b_U"}
+# Buffers a TransformerLens HookedTransformer keeps in its state dict (attention masks), not weights.
+_TL_BUFFERS = ("attn.mask", "attn.IGNORE")
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,14 @@ class _LayerNorm(nn.Module):
             self.b = nn.Parameter(torch.zeros(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], self.w, self.b, eps=1e-5) if self.enabled else x
+        return F.layer_norm(x, x.shape[-1:], self.w, self.b, eps=LN_EPS) if self.enabled else x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Centred and scaled to unit variance, before the weight and bias (TransformerLens's hook_normalized)."""
+        return F.layer_norm(x, x.shape[-1:], eps=LN_EPS) if self.enabled else x
+
+    def affine(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w + self.b if self.enabled else x
 
 
 class _Block(nn.Module):
@@ -179,7 +199,7 @@ class HookedTransformer(nn.Module):
             return value
 
         embed = hook("hook_embed", self.W_E[tokens])
-        resid = embed + hook("hook_pos_embed", self.W_pos[:t])
+        resid = embed + hook("hook_pos_embed", self.W_pos[:t].expand(b, t, cfg.d_model))  # [b, t, d] as TL
         for layer, block in enumerate(self.blocks):
             prefix = f"blocks.{layer}."
             resid = hook(prefix + "hook_resid_pre", resid)
@@ -203,7 +223,7 @@ class HookedTransformer(nn.Module):
                 post = hook(prefix + "mlp.hook_post", _ACTIVATIONS[cfg.act_fn](block.ln2(resid) @ m.W_in + m.b_in))
                 resid = resid + post @ m.W_out + m.b_out
             resid = hook(prefix + "hook_resid_post", resid)
-        final = hook("ln_final.hook_normalized", self.ln_final(resid))
+        final = self.ln_final.affine(hook("ln_final.hook_normalized", self.ln_final.normalize(resid)))
         return final @ self.W_U + self.b_U
 
     @property
@@ -228,6 +248,99 @@ def load_transformer(path: str | Path, device: str | torch.device = "cpu") -> Ho
     model = HookedTransformer(TransformerConfig.from_dict(json.loads((path / CONFIG_FILE).read_text())))
     model.load_state_dict(load_file(path / WEIGHTS_FILE))
     return model.to(device)
+
+
+def transformer_lens_config(cfg: TransformerConfig) -> dict:
+    """Keyword arguments for TransformerLens's ``HookedTransformerConfig`` that build ``cfg``'s network,
+    ready to receive :func:`transformer_lens_state_dict`'s weights.
+
+    ``seed`` is left out because TransformerLens would seed the global random generators with it, and
+    ``init_weights`` is off because the weights are about to be replaced (initialising them would draw
+    from the global generator). There is no BOS token: tokens go in as ids.
+    """
+    fields = {
+        "n_layers": cfg.n_layers,
+        "d_model": cfg.d_model,
+        "n_ctx": cfg.n_ctx,
+        "d_head": cfg.d_head,
+        "n_heads": cfg.n_heads,
+        "d_vocab": cfg.d_vocab,
+        "d_vocab_out": cfg.d_vocab,
+        "act_fn": cfg.act_fn,
+        "normalization_type": cfg.normalization_type,
+        "eps": LN_EPS,
+        "positional_embedding_type": "standard",
+        "attn_only": not cfg.d_mlp,
+        "default_prepend_bos": False,
+        "init_weights": False,
+    }
+    if cfg.d_mlp:
+        fields["d_mlp"] = cfg.d_mlp
+    return fields
+
+
+def transformer_lens_state_dict(model: HookedTransformer) -> dict[str, torch.Tensor]:
+    """``model``'s weights under TransformerLens's names and shapes (detached, on the model's device).
+
+    They are every parameter of a TransformerLens ``HookedTransformer`` built from
+    :func:`transformer_lens_config`; its state dict also holds attention-mask buffers, so load them with
+    ``strict=False`` or through :func:`to_transformer_lens`, and with no LayerNorm folding. The unused
+    second LayerNorm of our attention-only blocks is left out: TransformerLens's blocks have none.
+    """
+    if not isinstance(model, HookedTransformer):
+        raise TypeError(f"model must be a toymodels HookedTransformer, got {type(model).__name__}")
+    attn_only = not model.cfg.d_mlp
+    return {
+        _TL_NAMES.get(name, name): value
+        for name, value in model.state_dict().items()
+        if not (attn_only and ".ln2." in name)
+    }
+
+
+def to_transformer_lens(model: HookedTransformer):
+    """The same network as a TransformerLens ``HookedTransformer`` on ``model``'s device: the same
+    logits and the same activations at every hook name both have. Needs TransformerLens installed."""
+    try:
+        from transformer_lens import HookedTransformer as LensTransformer
+    except ImportError as error:
+        raise ImportError("to_transformer_lens needs TransformerLens: pip install transformer-lens") from error
+    weights = transformer_lens_state_dict(model)
+    lens = LensTransformer({**transformer_lens_config(model.cfg), "device": str(model.device)})
+    state = lens.state_dict()  # its own mask buffers, then our weights over every parameter
+    state.update(weights)
+    lens.load_state_dict(state)
+    return lens
+
+
+def from_transformer_lens_state_dict(
+    state_dict: Mapping[str, torch.Tensor], cfg: TransformerConfig
+) -> HookedTransformer:
+    """Our model of config ``cfg`` with the weights of a TransformerLens ``HookedTransformer`` built from
+    ``transformer_lens_config(cfg)`` (its ``state_dict()``): the inverse of :func:`transformer_lens_state_dict`.
+
+    Missing, unexpected or wrongly shaped weights raise a ValueError; TransformerLens's attention-mask
+    buffers are ignored. Folded LayerNorms (``LNPre``) have no counterpart here.
+    """
+    if not isinstance(cfg, TransformerConfig):
+        raise TypeError(f"cfg must be a TransformerConfig, got {type(cfg).__name__}")
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise TypeError(f"state_dict must map names to tensors, got {type(state_dict).__name__}")
+    model = HookedTransformer(cfg)
+    targets = transformer_lens_state_dict(model)  # views of the model's parameters, by TransformerLens name
+    given = {name: value for name, value in state_dict.items() if not name.endswith(_TL_BUFFERS)}
+    if set(given) != set(targets):
+        raise ValueError(
+            f"state_dict does not fit cfg: missing {sorted(set(targets) - set(given))}, "
+            f"unexpected {sorted(set(given) - set(targets))}"
+        )
+    with torch.no_grad():
+        for name, target in targets.items():
+            if given[name].shape != target.shape:
+                raise ValueError(
+                    f"state_dict[{name!r}] has shape {tuple(given[name].shape)}, expected {tuple(target.shape)}"
+                )
+            target.copy_(given[name])
+    return model
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -221,6 +221,83 @@ def test_saelens_folders_load_with_load_sae(arch, sae_lens, tmp_path):
         assert torch.equal(again.state_dict()[name], value), name
 
 
+def _saelens_training_config(sae_lens, arch: str, rescale: bool | None):
+    shape = {"d_in": 10, "d_sae": 24}
+    if arch == "standard":
+        return sae_lens.StandardTrainingSAEConfig(**shape)
+    if arch == "jumprelu":
+        return sae_lens.JumpReLUTrainingSAEConfig(**shape)
+    if arch == "gated":
+        return sae_lens.GatedTrainingSAEConfig(**shape)
+    topk = {**shape, "k": 3, "rescale_acts_by_decoder_norm": rescale}
+    if arch == "topk":
+        return sae_lens.TopKTrainingSAEConfig(**topk)
+    if arch == "batchtopk":
+        return sae_lens.BatchTopKTrainingSAEConfig(**topk, topk_threshold_lr=0.5)
+    return sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(**topk, topk_threshold_lr=0.5, matryoshka_widths=[4, 10, 24])
+
+
+@pytest.mark.parametrize(
+    "arch, rescale",
+    [
+        ("standard", None),
+        ("jumprelu", None),
+        ("gated", None),
+        *((arch, rescale) for arch in ("topk", "batchtopk", "matryoshka_batchtopk") for rescale in (False, True)),
+    ],
+)
+def test_saelens_training_folders_load_with_load_sae(arch, rescale, sae_lens, tmp_path):
+    """A SAELens *training* SAE saved with ``save_model`` (BatchTopK and Matryoshka: architecture
+    ``batchtopk``/``matryoshka_batchtopk`` and a running ``topk_threshold``) loads as our SAE of that
+    architecture and computes what SAELens's inference form of the same SAE (``save_inference_model``,
+    loaded by SAELens) computes; our re-save loads in SAELens to the same function."""
+    g = torch.Generator().manual_seed(11)
+    theirs = sae_lens.TrainingSAE.from_dict(_saelens_training_config(sae_lens, arch, rescale).to_dict())
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+            if name == "threshold":
+                p.abs_()
+        if arch in ("batchtopk", "matryoshka_batchtopk"):  # SAELens's own running update, over a few batches
+            for _ in range(5):
+                theirs.update_topk_threshold(theirs.encode(torch.randn(64, 10, generator=g) * 2))
+            assert float(theirs.topk_threshold) > 0
+    theirs.save_model(tmp_path / "training")
+    theirs.save_inference_model(tmp_path / "inference")
+    assert json.loads((tmp_path / "training" / "cfg.json").read_text())["architecture"] == arch
+    reference = sae_lens.SAE.load_from_disk(tmp_path / "inference")
+    ours = load_sae(tmp_path / "training")
+    assert ours.architecture == arch and (ours.cfg.d_in, ours.cfg.d_sae) == (10, 24)
+    if rescale is not None:
+        assert ours.cfg.k == 3 and ours.cfg.decoder_norm == ("free" if rescale else "unit")
+        assert torch.equal(ours.W_dec, theirs.W_dec)  # raw rows kept, as SAELens trains them
+    if arch == "matryoshka_batchtopk":
+        assert ours.cfg.matryoshka_prefixes == (4, 10, 24)
+    x = torch.randn(64, 10, generator=g) * 2
+    with torch.no_grad():
+        codes = reference.encode(x)
+        torch.testing.assert_close(ours.encode(x), codes, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ours.decode(codes), reference.decode(codes), rtol=0, atol=1e-6)
+        if arch in ("batchtopk", "matryoshka_batchtopk"):  # the threshold decides: positive latents cut
+            assert int(((theirs.encode_with_hidden_pre(x)[1] > 0) & (codes == 0)).sum()) > 0
+        save_sae(ours, tmp_path / "again")
+        again = sae_lens.SAE.load_from_disk(tmp_path / "again")
+        torch.testing.assert_close(again.encode(x), codes, rtol=0, atol=1e-6)
+        torch.testing.assert_close(again.decode(codes), reference.decode(codes), rtol=0, atol=1e-6)
+
+
+def test_saelens_batchtopk_with_fractional_k_raises(sae_lens, tmp_path):
+    """SAELens's BatchTopK takes a fractional mean k; ours counts whole latents, so only its inference
+    form (a JumpReLU folder) loads."""
+    cfg = sae_lens.BatchTopKTrainingSAEConfig(d_in=8, d_sae=16, k=2.5)
+    theirs = sae_lens.TrainingSAE.from_dict(cfg.to_dict())
+    theirs.save_model(tmp_path / "training")
+    with pytest.raises(ValueError, match=r"k=2\.5"):
+        load_sae(tmp_path / "training")
+    theirs.save_inference_model(tmp_path / "inference")
+    assert load_sae(tmp_path / "inference").architecture == "jumprelu"
+
+
 def test_saelens_options_we_cannot_honour_raise(sae_lens, tmp_path):
     cases = {
         "normalised": sae_lens.StandardSAEConfig(d_in=8, d_sae=16, normalize_activations="layer_norm"),

@@ -1,22 +1,27 @@
 """The hooked transformer: cache against a hand-written forward pass, causality, save/load, training
-with checkpoints and resume, soft targets."""
+with checkpoints and resume, soft targets, and interchange with TransformerLens itself."""
 
 import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
+from groundtruth.strategies import seeds
 from toymodels.train import TrainConfig, snapshots
 from toymodels.transformer import (
     HookedTransformer,
     TransformerConfig,
+    from_transformer_lens_state_dict,
     load_transformer,
     next_token_loss,
     save_transformer,
+    to_transformer_lens,
     train_transformer,
+    transformer_lens_config,
+    transformer_lens_state_dict,
 )
 
 SMALL = TransformerConfig(n_layers=2, d_model=16, n_ctx=6, d_vocab=5, n_heads=2, d_mlp=32, seed=1)
@@ -27,10 +32,13 @@ def manual_forward(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, 
     cfg, out = model.cfg, {}
     b, t = tokens.shape
 
-    def ln(x, mod):
+    def normalize(x):
         mu = x.mean(-1, keepdim=True)
         var = ((x - mu) ** 2).mean(-1, keepdim=True)
-        return (x - mu) / torch.sqrt(var + 1e-5) * mod.w + mod.b
+        return (x - mu) / torch.sqrt(var + 1e-5)
+
+    def ln(x, mod):
+        return normalize(x) * mod.w + mod.b
 
     resid = model.W_E[tokens] + model.W_pos[:t]
     for layer, block in enumerate(model.blocks):
@@ -54,18 +62,18 @@ def manual_forward(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, 
         out[f"blocks.{layer}.mlp.hook_post"] = post
         resid = resid + post @ block.mlp.W_out + block.mlp.b_out
         out[f"blocks.{layer}.hook_resid_post"] = resid
-    out["ln_final.hook_normalized"] = ln(resid, model.ln_final)
-    out["logits"] = out["ln_final.hook_normalized"] @ model.W_U + model.b_U
+    out["ln_final.hook_normalized"] = normalize(resid)  # before the weight and bias, as TransformerLens
+    out["logits"] = ln(resid, model.ln_final) @ model.W_U + model.b_U
     return out
 
 
-def perturbed(cfg: TransformerConfig) -> HookedTransformer:
+def perturbed(cfg: TransformerConfig, seed: int = 5, scale: float = 0.1) -> HookedTransformer:
     """A model whose biases and LayerNorm weights are not at their initial values, so the test sees them."""
     model = HookedTransformer(cfg)
-    g = torch.Generator().manual_seed(5)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
+            p.add_(scale * torch.randn(p.shape, generator=g))
     return model
 
 
@@ -194,3 +202,116 @@ def test_snapshots_keep_the_weights_at_each_interval_and_survive_resume(tmp_path
     assert all(torch.equal(last[k], v) for k, v in resumed.state_dict().items())
     with pytest.raises(ValueError, match="checkpoint_dir"):
         train_transformer(HookedTransformer(SMALL), copy_stream(0), train, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# interchange with TransformerLens
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def transformer_lens():
+    return pytest.importorskip("transformer_lens")
+
+
+@st.composite
+def small_configs(draw) -> TransformerConfig:
+    """Every configuration kind: 1-2 layers, 1-3 heads, with or without an MLP (attention-only) and
+    LayerNorm, each activation function."""
+    return TransformerConfig(
+        n_layers=draw(st.integers(1, 2)),
+        d_model=draw(st.integers(2, 12)),
+        n_ctx=draw(st.integers(1, 6)),
+        d_vocab=draw(st.integers(2, 9)),
+        n_heads=draw(st.integers(1, 3)),
+        d_head=draw(st.integers(1, 6)),
+        d_mlp=draw(st.sampled_from([0, 1, 7, 16])),
+        act_fn=draw(st.sampled_from(["gelu", "relu"])),
+        normalization_type=draw(st.sampled_from(["LN", None])),
+        seed=draw(seeds()),
+    )
+
+
+def only_ours(cfg: TransformerConfig) -> set[str]:
+    """Hooks TransformerLens lacks: resid_mid of attention-only blocks, ln_final without LayerNorm."""
+    names = set() if cfg.d_mlp else {f"blocks.{layer}.hook_resid_mid" for layer in range(cfg.n_layers)}
+    return names | ({"ln_final.hook_normalized"} if cfg.normalization_type is None else set())
+
+
+def assert_same_network(ours: HookedTransformer, theirs, tokens: torch.Tensor) -> None:
+    """Same logits (max abs diff <= 1e-5) and the same activations at every hook name both have."""
+    with torch.no_grad():
+        logits, cache = ours.run_with_cache(tokens)
+        their_logits, their_cache = theirs.run_with_cache(tokens)
+    assert float((logits - their_logits).abs().max()) <= 1e-5
+    shared = set(cache) & set(their_cache.keys())
+    assert set(cache) - shared == only_ours(ours.cfg)
+    for name in shared:
+        torch.testing.assert_close(cache[name], their_cache[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cfg=small_configs(), seed=seeds(), data=st.data())
+def test_transformer_lens_runs_our_weights_to_the_same_logits_and_activations(transformer_lens, cfg, seed, data):
+    model = perturbed(cfg, seed % 1000, scale=0.3)
+    theirs = to_transformer_lens(model)
+    assert isinstance(theirs, transformer_lens.HookedTransformer)
+    assert not theirs.cfg.default_prepend_bos and theirs.cfg.positional_embedding_type == "standard"
+    t = data.draw(st.integers(1, cfg.n_ctx), label="positions")
+    tokens = torch.randint(0, cfg.d_vocab, (3, t), generator=torch.Generator().manual_seed(seed))
+    assert_same_network(model, theirs, tokens)
+    # the same through the documented manual route: a HookedTransformer(cfg) and load_state_dict
+    manual = transformer_lens.HookedTransformer(
+        transformer_lens.HookedTransformerConfig(**transformer_lens_config(cfg), device="cpu")
+    )
+    result = manual.load_state_dict(transformer_lens_state_dict(model), strict=False)
+    assert not result.unexpected_keys
+    assert {name.rsplit(".", 1)[-1] for name in result.missing_keys} <= {"mask", "IGNORE"}
+    assert_same_network(model, manual, tokens)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cfg=small_configs(), seed=seeds())
+def test_transformer_lens_weights_load_back(transformer_lens, cfg, seed):
+    """Weights drawn in TransformerLens's layout, not ours, run to the same network here."""
+    lens_cfg = transformer_lens.HookedTransformerConfig(**transformer_lens_config(cfg), device="cpu")
+    theirs = transformer_lens.HookedTransformer(lens_cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g) + name.endswith(".w"))  # LayerNorm weights near 1
+    ours = from_transformer_lens_state_dict(theirs.state_dict(), cfg)
+    tokens = torch.randint(0, cfg.d_vocab, (2, cfg.n_ctx), generator=g)
+    assert_same_network(ours, theirs, tokens)
+    back = transformer_lens_state_dict(ours)
+    assert set(back) == {name for name, _ in theirs.named_parameters()}
+    for name, value in theirs.named_parameters():
+        assert torch.equal(back[name], value), name
+
+
+@given(cfg=small_configs(), seed=seeds())
+def test_transformer_lens_round_trip_is_exact(cfg, seed):
+    model = perturbed(cfg, seed % 1000)
+    back = from_transformer_lens_state_dict(transformer_lens_state_dict(model), cfg)
+    kept = back.state_dict()
+    for name, value in model.state_dict().items():
+        if cfg.d_mlp or ".ln2." not in name:  # attention-only blocks: an unused LayerNorm, not exported
+            assert torch.equal(kept[name], value), name
+    tokens = torch.randint(0, cfg.d_vocab, (2, cfg.n_ctx), generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(back(tokens), model(tokens))
+
+
+def test_transformer_lens_weights_that_do_not_fit_raise():
+    weights = transformer_lens_state_dict(perturbed(SMALL))
+    with pytest.raises(ValueError, match=r"missing \['blocks.0.ln1.b'"):
+        from_transformer_lens_state_dict({k: v for k, v in weights.items() if k != "blocks.0.ln1.b"}, SMALL)
+    with pytest.raises(ValueError, match=r"unexpected \['blocks.0.ln1.b'"):
+        from_transformer_lens_state_dict(weights, SMALL.replace(normalization_type=None))
+    with pytest.raises(ValueError, match=r"blocks.0.mlp.W_in'\] has shape \(16, 32\), expected \(16, 8\)"):
+        from_transformer_lens_state_dict(weights, SMALL.replace(d_mlp=8))
+    with pytest.raises(TypeError, match="cfg must be a TransformerConfig"):
+        from_transformer_lens_state_dict(weights, SMALL.to_dict())
+    with pytest.raises(TypeError, match="state_dict must map names to tensors"):
+        from_transformer_lens_state_dict({k: v.tolist() for k, v in weights.items()}, SMALL)
+    with pytest.raises(TypeError, match="model must be a toymodels HookedTransformer"):
+        transformer_lens_state_dict(torch.nn.Linear(2, 2))

@@ -4,7 +4,10 @@ A folder holds ``cfg.json`` (SAELens fields + ``"architecture"`` + ``"metadata"`
 ``sae_weights.safetensors`` (``W_enc [d_in, d_sae]``, ``W_dec [d_sae, d_in]``, ``b_enc``, ``b_dec``, and
 ``threshold`` where the architecture has one). BatchTopK and Matryoshka are written as JumpReLU, their
 inference form. Our full config rides along in ``metadata["groundtruth"]`` so that our own folders load
-back into the exact training class; folders written by SAELens load by their architecture name.
+back into the exact training class; folders written by SAELens load by their architecture name, in
+either form SAELens 6 writes: an inference SAE's (``standard``, ``topk``, ``jumprelu``, ``gated``) or a
+training SAE's ``save_model`` (the same four, plus ``batchtopk`` and ``matryoshka_batchtopk`` with their
+running ``topk_threshold``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from toymodels.sae.registry import SAE_CLASSES, make_sae
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
-_FROM_SAELENS = {"standard": "standard", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+_FROM_SAELENS = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")  # our names too
+_TOPK_LIKE = ("topk", "batchtopk", "matryoshka_batchtopk")
 
 
 def sae_cfg_dict(sae: SparseAutoencoder) -> dict:
@@ -56,7 +60,12 @@ def saved_config(path: str | Path) -> SAEConfig | None:
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Load a folder written by :func:`save_sae` or by SAELens's ``SAE.save_model``."""
+    """Load a folder written by :func:`save_sae` or by SAELens's ``save_model`` / ``save_inference_model``.
+
+    A SAELens BatchTopK or Matryoshka training folder loads as our class of that name, computing its
+    inference function (JumpReLU at the saved ``topk_threshold``), which is what SAELens's
+    ``save_inference_model`` of the same SAE computes.
+    """
     path = Path(path)
     recover_dir(path)
     if not (path / CFG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
@@ -71,15 +80,26 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         arch = raw.get("architecture", "standard")
         if arch not in _FROM_SAELENS:
             raise ValueError(f"cannot load SAELens architecture {arch!r}; supported: {sorted(_FROM_SAELENS)}")
-        # SAELens's rescale_acts_by_decoder_norm is our free decoder policy (TopK only; raw rows kept)
-        rescaled = arch == "topk" and bool(raw.get("rescale_acts_by_decoder_norm", False))
+        # SAELens's rescale_acts_by_decoder_norm is our free decoder policy (TopK-like only; raw rows kept)
+        rescaled = arch in _TOPK_LIKE and bool(raw.get("rescale_acts_by_decoder_norm", False))
+        k = raw.get("k", 32)
+        if isinstance(k, float) and k.is_integer():
+            k = int(k)
+        elif arch in _TOPK_LIKE and not isinstance(k, int):
+            raise ValueError(f"k={k!r} in cfg.json: our {arch} SAE keeps a whole number of latents per sample")
         cfg = SAEConfig(
-            architecture=_FROM_SAELENS[arch],
+            architecture=arch,
             d_in=raw["d_in"],
             d_sae=raw["d_sae"],
-            k=raw.get("k", 32),
-            decoder_norm="free" if rescaled else "unit" if arch == "topk" else None,
+            k=k,
+            decoder_norm="free" if rescaled else "unit" if arch in _TOPK_LIKE else None,
+            matryoshka_prefixes=tuple(raw.get("matryoshka_widths", ())),
         )
+        if "topk_threshold" in weights:  # BatchTopK's running threshold, its inference threshold for every latent
+            running = weights.pop("topk_threshold")
+            if running.numel() != 1:
+                raise ValueError(f"topk_threshold must be one number, got shape {tuple(running.shape)}")
+            weights["threshold"] = torch.full((cfg.d_sae,), float(running))
         if not raw.get("apply_b_dec_to_input", True):
             raise ValueError("SAEs with apply_b_dec_to_input=false are not supported")
         if raw.get("normalize_activations", "none") != "none":
