@@ -36,7 +36,8 @@ from groundtruth.mixed_state import optimal_loss
 from groundtruth.processes import PROCESSES, process
 from toymodels.atomic import write_text_atomic
 from toymodels.sae import SAEConfig, make_sae
-from toymodels.train import TrainConfig, snapshots, train_sae
+from toymodels.sae.training import train_sae
+from toymodels.training import TrainConfig, snapshots
 from toymodels.transformer import (
     HookedTransformer,
     TransformerConfig,

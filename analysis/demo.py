@@ -24,7 +24,7 @@ from analysis.recovery import RecoveryRow, load_rows, run_variant, sae_config, s
 from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import load_sae
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
-from toymodels.train import TrainConfig
+from toymodels.training import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from games import chess, othello
 from groundtruth._checks import check_int, check_real
 from toymodels.atomic import write_text_atomic
 from toymodels.sae import SAEConfig, architectures, load_sae, make_sae, save_sae, saved_config
-from toymodels.train import TrainConfig, train_sae
+from toymodels.sae.training import train_sae
+from toymodels.training import TrainConfig
 from toymodels.transformer import (
     HookedTransformer,
     TransformerConfig,

@@ -15,7 +15,8 @@ import time
 import torch
 
 from toymodels.sae import SAEConfig, make_sae
-from toymodels.train import TrainConfig, train_sae
+from toymodels.sae.training import train_sae
+from toymodels.training import TrainConfig
 
 D_IN, D_SAE, BATCH, K = 256, 4096, 1024, 32
 

@@ -19,7 +19,7 @@ import torch
 from analysis.recovery import run_variant
 from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import SAEConfig
-from toymodels.train import TrainConfig
+from toymodels.training import TrainConfig
 
 
 def main() -> None:

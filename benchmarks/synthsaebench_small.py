@@ -20,7 +20,7 @@ from pathlib import Path
 from analysis.recovery import run_variant, sae_config
 from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import architectures, sae_class
-from toymodels.train import TrainConfig
+from toymodels.training import TrainConfig
 
 TRIAL_COEFFICIENTS = {  # bracket L0 ≈ 16 at 512 latents and a few hundred steps
     "standard": (3.0, 5.0),

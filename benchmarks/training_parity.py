@@ -36,7 +36,8 @@ from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import SAEConfig, make_sae
 from toymodels.sae.jumprelu import JumpReLUSAE
 from toymodels.sae.registry import SAE_CLASSES
-from toymodels.train import TrainConfig, train_sae
+from toymodels.sae.training import train_sae
+from toymodels.training import TrainConfig
 
 ARCHS = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
 PENALISED = ("standard", "jumprelu", "gated")

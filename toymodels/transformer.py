@@ -31,7 +31,7 @@ from torch import nn
 
 from groundtruth._checks import check_int
 from toymodels.atomic import atomic_dir, recover_dir
-from toymodels.train import TrainConfig, TrainResult, fit
+from toymodels.training import TrainConfig, TrainResult, fit
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -360,11 +360,11 @@ def train_transformer(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``model`` in place with Adam on ``train.steps`` batches (a :class:`toymodels.train.TrainConfig`).
+    """Train ``model`` in place with Adam on ``train.steps`` batches (a :class:`toymodels.training.TrainConfig`).
 
     Each batch is a token tensor ``[b, t + 1]`` (inputs ``[:, :-1]``, targets ``[:, 1:]``) or a pair
     ``(inputs [b, t], targets)`` with targets as in :func:`next_token_loss`. Checkpoints and resume
-    work as for SAEs (:func:`toymodels.train.fit`).
+    work as for SAEs (:func:`toymodels.training.fit`).
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, betas=train.betas)
     device = model.device

@@ -9,7 +9,7 @@ counterexample instead of a slightly worse scoreboard.
 Everything else is optional and unlocks more properties:
 
 - a training step: built-in SAEs (and subclasses of :class:`toymodels.sae.SparseAutoencoder`) are
-  trained with :class:`toymodels.train.Trainer`; any other object may define ``training_step(x)``,
+  trained with :class:`toymodels.sae.training.Trainer`; any other object may define ``training_step(x)``,
   which takes one optimiser step on batch ``x`` (it owns its optimiser) and may return an object
   with the step's ``codes``;
 - save/load: :func:`toymodels.sae.save_sae`/``load_sae`` for built-ins, ``save_model`` /

@@ -13,7 +13,8 @@ import torch
 
 from toymodels.sae import SparseAutoencoder, load_sae, save_sae
 from toymodels.sae.registry import SPARSITY_KINDS
-from toymodels.train import TrainConfig, Trainer
+from toymodels.sae.training import Trainer
+from toymodels.training import TrainConfig
 
 Sparsity = Literal["topk", "batchtopk", "threshold", "penalty"]
 

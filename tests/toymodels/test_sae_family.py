@@ -23,7 +23,8 @@ from toymodels.sae import (
 from toymodels.sae.jumprelu import _JumpReLU, _Step
 from toymodels.sae.registry import SAE_CLASSES
 from toymodels.sae.topk import top_indices
-from toymodels.train import TrainConfig, Trainer, train_sae
+from toymodels.sae.training import Trainer, train_sae
+from toymodels.training import TrainConfig
 
 SEEDS = st.integers(0, 2**31 - 1)
 UNIT_ARCHS = tuple(arch for arch, cls in SAE_CLASSES.items() if "unit" in cls.decoder_policies)

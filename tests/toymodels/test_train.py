@@ -1,4 +1,4 @@
-"""Tests of the SAE training loop (toymodels.train): it learns, it resumes exactly, it validates."""
+"""Tests of the SAE training loop (toymodels.sae.training): it learns, it resumes exactly, it validates."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import torch
 from sae_helpers import make
 
 from analysis.metrics import mcc
+from toymodels import training
 from toymodels.sae import SAEConfig, SparseAutoencoder, architectures, make_sae
-from toymodels.train import TrainConfig, Trainer, train_sae
+from toymodels.sae.training import Trainer, train_sae
+from toymodels.training import TrainConfig
 
 
 def orthogonal_features(n_features: int, d: int, seed: int) -> torch.Tensor:
@@ -172,6 +174,35 @@ def test_interrupted_training_resumes_to_identical_weights(case, interrupt_at, t
         assert torch.equal(value, theirs[name]), name
 
 
+def test_checkpoints_follow_wall_time_and_resume_exactly(tmp_path, monkeypatch):
+    """With no step interval, a checkpoint is written whenever ``checkpoint_seconds`` have passed since
+    the last one (a fake clock advancing 100 s per batch: steps 3, 6, 9, ...), and resuming from one is
+    bit-identical to an uninterrupted run."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(training.time, "monotonic", lambda: clock["now"])
+
+    def ticking(stream: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for x in stream:
+            clock["now"] += 100.0
+            yield x
+
+    cfg = SAEConfig("topk", 8, 24, k=2, dead_after=3, seed=4)
+    train = TrainConfig(steps=12, lr=1e-2, checkpoint_every=0, checkpoint_seconds=250.0, log_every=1)
+    reference = make_sae(cfg)
+    train_sae(reference, resume_stream(), train, progress=False)
+    with pytest.raises(Interrupted):
+        train_sae(
+            make_sae(cfg), interrupt_after(ticking(resume_stream()), 8), train, checkpoint_dir=tmp_path, progress=False
+        )
+    assert json.loads((tmp_path / "latest" / "trainer.json").read_text())["step"] == 6
+    resumed = make_sae(cfg)
+    train_sae(resumed, ticking(resume_stream()), train, checkpoint_dir=tmp_path, progress=False)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    # the interval is not part of the recipe: another one resumes the same run
+    assert TrainConfig(steps=12, checkpoint_seconds=1.0).identity() == TrainConfig(steps=12).identity()
+
+
 def test_checkpoint_for_a_different_config_raises(tmp_path):
     train = TrainConfig(steps=2, checkpoint_every=1)
     train_sae(make("standard", seed=0), gaussian_stream(0), train, checkpoint_dir=tmp_path, progress=False)
@@ -263,6 +294,7 @@ def test_optimizer_uses_the_schedule(tmp_path):
         ({"decay_fraction": -0.1}, "decay_fraction"),
         ({"decay_fraction": 1.5}, "decay_fraction"),
         ({"checkpoint_every": -1}, "checkpoint_every"),
+        ({"checkpoint_seconds": -1.0}, "checkpoint_seconds"),
         ({"log_every": 0}, "log_every"),
         ({"max_grad_norm": -1.0}, "max_grad_norm"),
         ({"max_grad_norm": float("nan")}, "max_grad_norm"),

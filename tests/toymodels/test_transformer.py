@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from groundtruth.strategies import seeds
-from toymodels.train import TrainConfig, snapshots
+from toymodels.training import TrainConfig, snapshots
 from toymodels.transformer import (
     HookedTransformer,
     TransformerConfig,

@@ -17,6 +17,7 @@ from toymodels.sae.registry import (
 )
 from toymodels.sae.relu import PAnnealSAE, StandardSAE
 from toymodels.sae.topk import BatchTopKSAE, MatryoshkaBatchTopKSAE, TopKSAE
+from toymodels.sae.training import Trainer, train_sae
 
 __all__ = [
     "BatchTopKSAE",
@@ -30,6 +31,7 @@ __all__ = [
     "SparseAutoencoder",
     "StandardSAE",
     "TopKSAE",
+    "Trainer",
     "architecture_table",
     "architectures",
     "load_sae",
@@ -38,4 +40,5 @@ __all__ = [
     "sae_class",
     "save_sae",
     "saved_config",
+    "train_sae",
 ]

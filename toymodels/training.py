@@ -1,9 +1,10 @@
-"""One training loop for every SAE variant: any iterator of activation batches in, a trained SAE out.
+"""The training loop every model shares (SAEs, the transformer): schedule, clipping, checkpoints.
 
 Checkpoints hold the full module state (parameters and buffers such as firing counters and
-thresholds), the optimiser and the step, written atomically. Resuming restores them and skips the
-batches already consumed, so a deterministic data stream resumes to the same weights as an
-uninterrupted run.
+thresholds), the optimiser and the step, written atomically every ``checkpoint_every`` steps, every
+``checkpoint_seconds`` of wall time and at the end. Resuming restores them and skips the batches
+already consumed, so a deterministic data stream resumes to the same weights as an uninterrupted run.
+Nothing here knows what is being trained: SAE training is :mod:`toymodels.sae.training`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from tqdm.auto import tqdm
 
 from groundtruth._checks import check_int, check_real
 from toymodels.atomic import atomic_dir, recover_dir
-from toymodels.sae.base import LossTerms, SparseAutoencoder
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class TrainConfig:
     decay_fraction: float = 0.2
     max_grad_norm: float = 1.0
     checkpoint_every: int = 0
+    checkpoint_seconds: float = 300.0  # also checkpoint after this much wall time since the last one (0: off)
     snapshot_every: int = 0  # also keep the weights every this many steps (and at step 0), for emergence plots
     log_every: int = 100
 
@@ -50,13 +51,14 @@ class TrainConfig:
         check_real("decay_fraction", self.decay_fraction, 0.0, 1.0)
         check_real("max_grad_norm", self.max_grad_norm, 0.0)
         check_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        check_real("checkpoint_seconds", self.checkpoint_seconds, 0.0)
         check_int("snapshot_every", self.snapshot_every, minimum=0)
         check_int("log_every", self.log_every)
 
     def identity(self) -> dict:
         """The fields that decide the trained weights (not how often to log, checkpoint or snapshot)."""
         out = asdict(self)
-        for name in ("checkpoint_every", "snapshot_every", "log_every"):
+        for name in ("checkpoint_every", "checkpoint_seconds", "snapshot_every", "log_every"):
             del out[name]
         out["betas"] = list(self.betas)
         return out
@@ -84,61 +86,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-class Trainer:
-    """One Adam optimiser and the training-step protocol every SAE follows: loss, backward, the
-    SAE's pre-step hook (e.g. project out gradients along unit decoder rows), gradient clipping,
-    the optimiser step, the post-step hook (renormalise, resample, track firing)."""
-
-    def __init__(self, sae: SparseAutoencoder, train: TrainConfig):
-        self.sae, self.train = sae, train
-        self.optimizer = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.betas)
-
-    def step(self, x: torch.Tensor, step: int) -> LossTerms:
-        """Train on batch ``x`` as step ``step`` (0-based) of ``train.steps``; returns the loss terms."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.train.lr_at(step)
-        terms = self.sae.training_loss(x, step / self.train.steps)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        self.sae.before_optimizer_step()
-        self.train.clip(self.sae.parameters())
-        self.optimizer.step()
-        self.sae.after_optimizer_step(x, terms.codes, self.optimizer, step + 1)
-        return terms
-
-
-def train_sae(
-    sae: SparseAutoencoder,
-    batches: Iterable,
-    train: TrainConfig,
-    *,
-    checkpoint_dir: str | Path | None = None,
-    progress: bool = True,
-    device: str | torch.device | None = None,
-) -> TrainResult:
-    """Train ``sae`` in place on ``train.steps`` batches drawn from ``batches``.
-
-    ``batches`` yields ``[n, d_in]`` tensors (or objects with an ``x`` attribute, such as
-    :class:`groundtruth.ActivationBatch`). With ``checkpoint_dir`` set, a checkpoint is written every
-    ``train.checkpoint_every`` steps and at the end, and an existing checkpoint is resumed from.
-    """
-    device = torch.device(device) if device is not None else sae.device
-    sae.to(device)
-    trainer = Trainer(sae, train)
-
-    def step_fn(x, step: int) -> tuple[int, Callable[[], dict]]:
-        x = x.x if hasattr(x, "x") else x
-        terms = trainer.step(x.to(device), step)
-        return x.shape[0], lambda: {
-            "loss": float(terms.total.detach()),
-            "mse": float(terms.mse.detach()),
-            "l0": float((terms.codes > 0).sum(-1).float().mean()),
-            **terms.parts,
-        }
-
-    return fit(sae, trainer.optimizer, step_fn, batches, train, checkpoint_dir, progress, f"{sae.architecture} SAE")
-
-
 def fit(
     module: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -151,7 +98,8 @@ def fit(
 ) -> TrainResult:
     """The loop every trainer shares: resume from a checkpoint, fast-forward the stream past the
     batches already consumed, call ``step_fn(batch, step) -> (samples, record)`` for each step, log
-    ``record()`` every ``train.log_every`` steps, and checkpoint atomically. ``module.cfg.to_dict()``
+    ``record()`` every ``train.log_every`` steps, and checkpoint atomically (every ``checkpoint_every``
+    steps, every ``checkpoint_seconds`` of wall time, and at the end). ``module.cfg.to_dict()``
     and ``train.identity()`` identify the run, so a checkpoint from another configuration is refused."""
     module.train()
     start_step, history = 0, []
@@ -177,6 +125,7 @@ def fit(
         if start_step == 0:
             save_snapshot(Path(checkpoint_dir), module, 0)
     started, samples = time.perf_counter(), 0
+    last_checkpoint = time.monotonic()
     bar = tqdm(total=train.steps, initial=start_step, desc=desc, disable=not progress)
     for step in range(start_step, train.steps):
         n, record = step_fn(draw(step), step)
@@ -188,9 +137,12 @@ def fit(
             logger.info("step %d: %s", step + 1, entry)
         bar.update(1)
         if ckpt is not None and (
-            (train.checkpoint_every and (step + 1) % train.checkpoint_every == 0) or step + 1 == train.steps
+            (train.checkpoint_every and (step + 1) % train.checkpoint_every == 0)
+            or (train.checkpoint_seconds and time.monotonic() - last_checkpoint >= train.checkpoint_seconds)
+            or step + 1 == train.steps
         ):
             save_checkpoint(ckpt, module, optimizer, train, step + 1, history)
+            last_checkpoint = time.monotonic()
         if train.snapshot_every and ((step + 1) % train.snapshot_every == 0 or step + 1 == train.steps):
             save_snapshot(Path(checkpoint_dir), module, step + 1)
     bar.close()
@@ -239,4 +191,4 @@ def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, train: TrainCon
     return int(meta["step"]), list(meta["history"])
 
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "fit", "snapshots", "train_sae"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "snapshots"]
