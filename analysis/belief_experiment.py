@@ -31,10 +31,10 @@ from analysis.beliefs import (
     subset,
 )
 from analysis.runs import open_run
-from groundtruth._checks import check_int, check_real
-from groundtruth.mixed_state import optimal_loss
+from groundtruth.atomic import write_text_atomic
+from groundtruth.checks import check_int, check_real
+from groundtruth.entropy import optimal_loss
 from groundtruth.processes import PROCESSES, process
-from toymodels.atomic import write_text_atomic
 from toymodels.sae import SAEConfig, make_sae
 from toymodels.sae.training import train_sae
 from toymodels.training import TrainConfig, snapshots

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from groundtruth._checks import check_int, check_real
+from groundtruth.checks import check_int, check_real
 from groundtruth.hmm import HMM
 
 
@@ -215,7 +215,7 @@ def sae_codes(sae, acts: torch.Tensor, batch_size: int = 65_536) -> torch.Tensor
 def expected_loss(logits: torch.Tensor, hmm: HMM, data: BeliefData) -> float:
     """Mean cross-entropy (nats) of ``logits [N, n_ctx, V]`` against the exact next-token
     distributions, averaged over positions with ``data.weights``: the loss to compare with
-    :func:`groundtruth.mixed_state.optimal_loss`."""
+    :func:`groundtruth.entropy.optimal_loss`."""
     target = hmm.next_token_probs(data.beliefs)
     ce = -(target * logits.double().log_softmax(-1)).sum(-1)
     return float((ce * data.weights).sum() / data.weights.sum())

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from analysis.beliefs import sequence_split
-from groundtruth._checks import check_int, check_real
+from groundtruth.checks import check_int, check_real
 
 __all__ = [
     "THRESHOLDS",

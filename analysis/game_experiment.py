@@ -29,8 +29,8 @@ from analysis.board import class_f1, linear_probe, score_board, square_classes
 from analysis.recovery import sae_config
 from analysis.runs import open_run
 from games import chess, othello
-from groundtruth._checks import check_int, check_real
-from toymodels.atomic import write_text_atomic
+from groundtruth.atomic import write_text_atomic
+from groundtruth.checks import check_int, check_real
 from toymodels.sae import SAEConfig, architectures, load_sae, make_sae, save_sae, saved_config
 from toymodels.sae.training import train_sae
 from toymodels.training import TrainConfig

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from analysis.metrics import score_sae
-from toymodels.atomic import write_text_atomic
+from groundtruth.atomic import write_text_atomic
 from toymodels.sae import SAEConfig, make_sae, sae_class, save_sae
 from toymodels.sae.training import train_sae
 from toymodels.training import TrainConfig

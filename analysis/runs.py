@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from toymodels.atomic import write_text_atomic
+from groundtruth.atomic import write_text_atomic
 
 
 def open_run(out_dir: str | Path, config: dict, *, replace: bool = False) -> Path:

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from games.bitboards import FULL, bit, from_squares, popcount, to_squares
-from groundtruth._checks import check_int, check_real
-from groundtruth._threads import map_threads
+from groundtruth.checks import check_int, check_real
 from groundtruth.latents import TokenBatch
+from groundtruth.threads import map_threads
 
 _ZERO = np.uint64(0)
 _FILE_A = np.uint64(0x0101_0101_0101_0101)

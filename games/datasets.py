@@ -10,8 +10,6 @@ shard on disk is always complete.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -20,7 +18,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from games import chess, othello
-from groundtruth._checks import check_int
+from groundtruth.atomic import atomic_file, write_text_atomic
+from groundtruth.checks import check_int
 
 GAMES = {"othello": othello, "chess": chess}
 
@@ -59,7 +58,7 @@ def write_shards(
         if {k: before.get(k) for k in meta} != meta:
             raise ValueError(f"{str(out)!r} holds games made with {before}; choose another folder")
     n_shards = -(-n_games // shard_size)
-    _write_atomic(saved, lambda f: f.write(json.dumps({**meta, "n_games": n_games}, indent=1).encode()))
+    write_text_atomic(saved, json.dumps({**meta, "n_games": n_games}, indent=1))
     paths = []
     for i in tqdm(range(n_shards), desc=f"{game} shards", disable=not progress):
         path = out / f"shard-{i:05d}.npz"
@@ -68,19 +67,9 @@ def write_shards(
             continue
         size = min(shard_size, n_games - i * shard_size)
         batch = _generate(game, size, np.random.default_rng([seed, i]), options)  # shard i's own stream
-        _write_atomic(path, lambda f, b=batch: np.savez(f, **{fl.name: getattr(b, fl.name) for fl in fields(b)}))
+        with atomic_file(path) as f:
+            np.savez(f, **{fl.name: getattr(batch, fl.name) for fl in fields(batch)})
     return paths
-
-
-def _write_atomic(path: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_shards(out_dir: str | Path) -> Iterator:

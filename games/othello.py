@@ -20,9 +20,9 @@ import torch
 
 from games.bitboards import FULL as _FULL
 from games.bitboards import to_squares
-from groundtruth._checks import check_int
-from groundtruth._threads import map_threads
+from groundtruth.checks import check_int
 from groundtruth.latents import TokenBatch
+from groundtruth.threads import map_threads
 
 _COL_1 = np.uint64(0x0101_0101_0101_0101)  # column 1 (bit 0 of each row)
 _COL_8 = np.uint64(0x8080_8080_8080_8080)  # column 8

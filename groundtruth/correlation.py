@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from groundtruth._checks import check_int, check_real
-from groundtruth._serial import serializable
+from groundtruth.checks import check_int, check_real
+from groundtruth.serial import serializable
 
 
 @serializable

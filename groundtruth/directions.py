@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from groundtruth._checks import check_int, check_real
-from groundtruth._serial import serializable
+from groundtruth.checks import check_int, check_real
+from groundtruth.serial import serializable
 
 logger = logging.getLogger(__name__)
 

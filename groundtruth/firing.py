@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from groundtruth._checks import check_real
-from groundtruth._serial import serializable
+from groundtruth.checks import check_real
+from groundtruth.serial import serializable
 
 
 @serializable

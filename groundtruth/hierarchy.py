@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from groundtruth._checks import check_int
-from groundtruth._serial import serializable
+from groundtruth.checks import check_int
 from groundtruth.correlation import sort_keys
+from groundtruth.serial import serializable
 
 
 @serializable

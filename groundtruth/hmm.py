@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from groundtruth._checks import check_int
-from groundtruth._threads import map_threads
+from groundtruth.checks import check_int
 from groundtruth.latents import TokenBatch
+from groundtruth.mixed_state import mixed_state_presentation
+from groundtruth.threads import map_threads
 
 _ATOL = 1e-9
 _WALK_NODES = 1_000_000  # mixed states kept for belief look-ups while sampling
@@ -240,8 +241,6 @@ class HMM:
         """The mixed-state graph used to look beliefs up while sampling, cached on the process. Its
         size is capped by ``_WALK_NODES`` and by a few nodes per sampled token, so that a small sample
         does not pay for a large graph."""
-        from groundtruth.mixed_state import mixed_state_presentation  # it imports this module
-
         budget = min(_WALK_NODES, max(4096, 2 * batch * length))
         cached = self._graph
         if cached is None or (cached.max_depth < length and not cached.closed and self._graph_budget < budget):

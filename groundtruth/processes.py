@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.sparse.csgraph import connected_components
 
-from groundtruth._checks import check_int, check_real
+from groundtruth.checks import check_int, check_real
 from groundtruth.hmm import HMM, check_distribution
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -11,9 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from groundtruth._checks import check_int, check_real, check_tensor
-from groundtruth._serial import from_jsonable, serializable, to_jsonable
-from groundtruth._threads import map_threads
+from groundtruth.checks import check_int, check_real, check_tensor
 from groundtruth.correlation import (
     Correlation,
     FullFiring,
@@ -28,11 +25,9 @@ from groundtruth.firing import Constant, Schedule, firing_probabilities
 from groundtruth.hierarchy import Forest, Hierarchy
 from groundtruth.latents import ActivationBatch, SparseCodes
 from groundtruth.magnitudes import Magnitude, Uniform
-
-
-def child_seed(seed: int, name: str) -> int:
-    """A seed for one named random stream derived from ``seed`` (stable across processes)."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
+from groundtruth.seeding import child_seed
+from groundtruth.serial import from_jsonable, serializable, to_jsonable
+from groundtruth.threads import map_threads
 
 
 @serializable

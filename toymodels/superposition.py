@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from groundtruth.latents import ActivationBatch, SparseCodes
-from groundtruth.sparse_model import child_seed
+from groundtruth.seeding import child_seed
 
 __all__ = [
     "HiddenLayerSource",

@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from groundtruth._checks import check_int, check_real
-from toymodels.atomic import atomic_dir, recover_dir
+from groundtruth.atomic import atomic_dir, recover_dir
+from groundtruth.checks import check_int, check_real
 
 logger = logging.getLogger(__name__)
 

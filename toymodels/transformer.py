@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from groundtruth._checks import check_int
-from toymodels.atomic import atomic_dir, recover_dir
+from groundtruth.atomic import atomic_dir, recover_dir
+from groundtruth.checks import check_int
 from toymodels.training import TrainConfig, TrainResult, fit
 
 CONFIG_FILE = "config.json"

@@ -20,7 +20,7 @@ from analysis.beliefs import (
     sequence_split,
     subset,
 )
-from groundtruth.mixed_state import optimal_loss
+from groundtruth.entropy import optimal_loss
 from groundtruth.processes import mess3, rrxor
 from toymodels.sae import SAEConfig, make_sae
 

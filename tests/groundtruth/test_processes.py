@@ -12,14 +12,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from groundtruth import strategies as gts
+from groundtruth.entropy import block_entropy, entropy_rate, myopic_entropy, optimal_loss
 from groundtruth.hmm import HMM
-from groundtruth.mixed_state import (
-    block_entropy,
-    entropy_rate,
-    mixed_state_presentation,
-    myopic_entropy,
-    optimal_loss,
-)
+from groundtruth.mixed_state import mixed_state_presentation
 from groundtruth.processes import (
     even,
     golden_mean,

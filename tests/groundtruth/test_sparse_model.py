@@ -34,7 +34,7 @@ from groundtruth import (
     preset,
 )
 from groundtruth.directions import largest_overlap, welch_bound
-from groundtruth.sparse_model import child_seed
+from groundtruth.seeding import child_seed
 
 seeds = st.integers(0, 2**31 - 1)
 ALPHA = 1e-7  # per-assertion false-alarm rate of the statistical checks

@@ -134,7 +134,7 @@ def test_a_subclass_must_declare_its_own_name_and_paper():
         ("decoder_policies", ("tied",)),
         ("saved_as", ""),
         ("suite_defaults", {"d_sae": 3}),
-        ("suite_defaults", {"not_a_field": 1}),
+        ("suite_defaults", ["k"]),
     ],
 )
 def test_bad_declarations_are_refused_naming_them(declaration, value):

@@ -3,7 +3,8 @@
 Importing the package registers the built-in architectures (each module registers its classes).
 """
 
-from toymodels.sae.base import LossTerms, SAEConfig, SparseAutoencoder
+from toymodels.sae.base import LossTerms, SparseAutoencoder
+from toymodels.sae.config import SAEConfig
 from toymodels.sae.gated import GatedSAE
 from toymodels.sae.io import load_sae, save_sae, saved_config
 from toymodels.sae.jumprelu import JumpReLUSAE

@@ -16,103 +16,14 @@ are the policies that won side by side against SAELens (``benchmarks/training_pa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
-from groundtruth._checks import check_int, check_real
-
-
-@dataclass(frozen=True)
-class SAEConfig:
-    """Hyperparameters of one SAE. Fields a variant does not use are ignored by it.
-
-    ``sparsity_coefficient`` is the L1 coefficient (standard, gated, p-anneal) or the L0 coefficient
-    (jumprelu). ``k`` is the number of active latents per sample (topk, batchtopk, matryoshka).
-    """
-
-    architecture: str
-    d_in: int
-    d_sae: int
-    seed: int = 0
-    k: int = 32
-    sparsity_coefficient: float = 1.0
-    decoder_norm: Literal["unit", "free"] | None = None  # None: the architecture's default policy
-    resample_every: int = 0  # standard, unit decoder: resample dead latents every N steps (0 = never)
-    resample_until: int = 0  # ... up to this step, so late latents can settle (0 = to the end)
-    dead_after: int = 1000  # steps without firing after which a latent counts as dead (AuxK, resampling)
-    aux_k: int = 0  # topk/batchtopk: latents used by the AuxK loss (0 = d_in // 2)
-    aux_coefficient: float = 1 / 32
-    jump_bandwidth: float = 0.05  # SAELens default; the paper's 0.001 assumes unit-scale activations
-    jump_init_threshold: float | None = None  # None: set from the first training batch (see JumpReLUSAE)
-    matryoshka_prefixes: tuple[int, ...] = ()  # nested dictionary sizes; the last is d_sae
-    p_end: float = 0.2  # p-annealing: final exponent of the L_p penalty
-
-    def __post_init__(self) -> None:
-        from toymodels.sae.registry import sae_class  # the registry imports this module
-
-        cls = sae_class(self.architecture)
-        check_int("d_in", self.d_in)
-        check_int("d_sae", self.d_sae)
-        check_int("seed", self.seed, minimum=0)
-        check_int("k", self.k)
-        if cls.sparsity_knob == "k" and self.k > self.d_sae:
-            raise ValueError(f"k={self.k} exceeds d_sae={self.d_sae}")
-        check_real("sparsity_coefficient", self.sparsity_coefficient, 0.0)
-        allowed = cls.decoder_policies
-        if self.decoder_norm is None:
-            object.__setattr__(self, "decoder_norm", allowed[0])
-        elif self.decoder_norm not in allowed:
-            raise ValueError(
-                f"decoder_norm for {self.architecture} must be one of {allowed}, got {self.decoder_norm!r}"
-            )
-        check_int("resample_every", self.resample_every, minimum=0)
-        if self.resample_every and not cls.resamples_dead:
-            raise ValueError(
-                f"resample_every={self.resample_every}: {self.architecture} does not resample dead latents"
-            )
-        if self.resample_every and self.decoder_norm != "unit":
-            raise ValueError(
-                f"resample_every={self.resample_every} needs decoder_norm='unit' (Bricken et al.'s recipe), "
-                f"got decoder_norm={self.decoder_norm!r}"
-            )
-        check_int("resample_until", self.resample_until, minimum=0)
-        check_int("dead_after", self.dead_after)
-        check_int("aux_k", self.aux_k, minimum=0)
-        check_real("aux_coefficient", self.aux_coefficient, 0.0)
-        check_real("jump_bandwidth", self.jump_bandwidth, 0.0, low_open=True)
-        if self.jump_init_threshold is not None:
-            check_real("jump_init_threshold", self.jump_init_threshold, 0.0, low_open=True)
-        check_real("p_end", self.p_end, 0.0, 1.0, low_open=True)
-        prefixes = tuple(self.matryoshka_prefixes)
-        if prefixes and (list(prefixes) != sorted(set(prefixes)) or prefixes[-1] != self.d_sae or prefixes[0] < 1):
-            raise ValueError(
-                f"matryoshka_prefixes must increase strictly from >= 1 to d_sae={self.d_sae}, got {prefixes}"
-            )
-        object.__setattr__(self, "matryoshka_prefixes", prefixes)
-
-    def replace(self, **changes) -> SAEConfig:
-        if "architecture" in changes and "decoder_norm" not in changes:
-            changes["decoder_norm"] = None  # the new architecture's default, not the old one's
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["matryoshka_prefixes"] = list(self.matryoshka_prefixes)
-        return out
-
-    @staticmethod
-    def from_dict(data: dict) -> SAEConfig:
-        known = {f.name for f in fields(SAEConfig)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SAEConfig fields: {sorted(unknown)}")
-        data = dict(data)
-        if "matryoshka_prefixes" in data:
-            data["matryoshka_prefixes"] = tuple(data["matryoshka_prefixes"])
-        return SAEConfig(**data)
+if TYPE_CHECKING:
+    from toymodels.sae.config import SAEConfig
 
 
 @dataclass

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
-from toymodels.sae.base import SAEConfig, SparseAutoencoder
+from toymodels.sae.base import SparseAutoencoder
+from toymodels.sae.config import SAEConfig
 from toymodels.sae.registry import SAE_CLASSES, make_sae, sae_class
 
 Factory = Callable[..., SparseAutoencoder]

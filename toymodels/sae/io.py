@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from toymodels.atomic import atomic_dir, recover_dir
-from toymodels.sae.base import SAEConfig, SparseAutoencoder
+from groundtruth.atomic import atomic_dir, recover_dir
+from toymodels.sae.base import SparseAutoencoder
+from toymodels.sae.config import SAEConfig
 from toymodels.sae.registry import SAE_CLASSES, make_sae
 
 CFG_FILE = "cfg.json"

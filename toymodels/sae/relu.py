@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from groundtruth.sparse_model import child_seed
+from groundtruth.seeding import child_seed
 from toymodels.sae.base import LossTerms, SparseAutoencoder, mse_loss
 from toymodels.sae.registry import register_sae
 

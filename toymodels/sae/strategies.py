@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from groundtruth.strategies import seeds
-from toymodels.sae.base import SAEConfig
+from toymodels.sae.config import SAEConfig
 from toymodels.sae.registry import architectures, sae_class
 
 __all__ = ["sae_configs"]

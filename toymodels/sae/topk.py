@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from toymodels.sae.base import LossTerms, SAEConfig, SparseAutoencoder, default_aux_k, mse_loss
+from toymodels.sae.base import LossTerms, SparseAutoencoder, default_aux_k, mse_loss
+from toymodels.sae.config import SAEConfig
 from toymodels.sae.registry import register_sae
 
 
