@@ -33,6 +33,7 @@ from analysis.beliefs import (
 from analysis.runs import open_run
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int, check_real
+from groundtruth.config import Config
 from groundtruth.entropy import optimal_loss
 from groundtruth.processes import PROCESSES, process
 from toymodels.sae import SAEConfig, make_sae
@@ -59,7 +60,7 @@ MODELS: dict[str, dict[str, int]] = {
 
 
 @dataclass(frozen=True)
-class BeliefConfig:
+class BeliefConfig(Config):
     """One belief-geometry experiment; the JSON of this config identifies its output folder."""
 
     process: str = "mess3"

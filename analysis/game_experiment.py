@@ -31,6 +31,7 @@ from analysis.runs import open_run
 from games import chess, othello
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int, check_real
+from groundtruth.config import Config
 from toymodels.sae import SAEConfig, architectures, load_sae, make_sae, save_sae, saved_config
 from toymodels.sae.training import train_sae
 from toymodels.training import TrainConfig
@@ -65,7 +66,7 @@ def sae_hooks(tcfg: TransformerConfig) -> list[str]:
 
 
 @dataclass(frozen=True)
-class GameConfig:
+class GameConfig(Config):
     """One board-game experiment. The fields that make the model (:data:`MODEL_FIELDS`) identify its
     output folder; the rest (evaluation, the hook, the SAEs) can change between runs in one folder.
 

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 from groundtruth.checks import check_int, check_real
-from groundtruth.serial import serializable
+from groundtruth.config import Config
 
 
-@serializable
 @dataclass(frozen=True)
-class LowRank:
+class LowRank(Config):
     """Low-rank copula ``C = U Uᵀ + diag(1 - ‖u_i‖²)`` with ``U ~ N(0, scale²)`` of shape [F, rank].
 
     Rows whose norm would exceed ``sqrt(0.99)`` are shrunk to it, so C stays a correlation matrix.
@@ -45,9 +44,8 @@ class LowRank:
         return torch.where(norms > limit, u * (limit / norms), u)
 
 
-@serializable
 @dataclass(frozen=True)
-class RandomCorrelation:
+class RandomCorrelation(Config):
     """A dense random correlation matrix ``(1 - strength) I + strength R``.
 
     ``R`` is a normalised Wishart matrix ``G Gᵀ`` with ``G ~ N(0, 1)`` of shape [F, F], so firings

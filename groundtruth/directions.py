@@ -9,14 +9,13 @@ from dataclasses import dataclass
 import torch
 
 from groundtruth.checks import check_int, check_real
-from groundtruth.serial import serializable
+from groundtruth.config import Config
 
 logger = logging.getLogger(__name__)
 
 
-@serializable
 @dataclass(frozen=True)
-class Directions:
+class Directions(Config):
     """Random unit directions; with ``max_overlap`` set, no pair has ``|cos| > max_overlap``.
 
     Only pairs above the target are moved, and after the first sweep only rows that moved are

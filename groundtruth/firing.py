@@ -11,12 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from groundtruth.checks import check_real
-from groundtruth.serial import serializable
+from groundtruth.config import Config
 
 
-@serializable
 @dataclass(frozen=True)
-class Constant:
+class Constant(Config):
     """Every feature fires with probability ``p``."""
 
     p: float
@@ -28,9 +27,8 @@ class Constant:
         return np.full(n, self.p)
 
 
-@serializable
 @dataclass(frozen=True)
-class Geometric:
+class Geometric(Config):
     """``p_i = p0 * ratio**i``: the decaying frequencies of Sharkey et al. (2022)."""
 
     ratio: float
@@ -44,9 +42,8 @@ class Geometric:
         return self.p0 * self.ratio ** np.arange(n, dtype=np.float64)
 
 
-@serializable
 @dataclass(frozen=True)
-class Linear:
+class Linear(Config):
     """Probabilities interpolated linearly from ``start`` (feature 0) to ``end`` (last feature)."""
 
     start: float
@@ -60,9 +57,8 @@ class Linear:
         return np.linspace(self.start, self.end, n) if n > 1 else np.array([self.start])
 
 
-@serializable
 @dataclass(frozen=True)
-class Zipf:
+class Zipf(Config):
     """``1 / rank**exponent`` mapped affinely onto ``[p_min, p_max]`` (the SynthSAEBench recipe)."""
 
     exponent: float

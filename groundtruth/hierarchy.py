@@ -11,13 +11,12 @@ from dataclasses import dataclass
 import torch
 
 from groundtruth.checks import check_int
+from groundtruth.config import Config
 from groundtruth.correlation import sort_keys
-from groundtruth.serial import serializable
 
 
-@serializable
 @dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(Config):
     """``n_roots`` trees, each node with ``branching`` children, ``depth`` levels below the root.
 
     ``mutually_exclusive``: at most one child of a parent fires (a random one of those that would).

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 import torch
 
 from groundtruth.checks import check_real
-from groundtruth.serial import serializable
+from groundtruth.config import Config
 
 
-@serializable
 @dataclass(frozen=True)
-class Uniform:
+class Uniform(Config):
     """Coefficients uniform on ``[low, high)``; ``[0, 1)`` is the Sharkey et al. (2022) choice."""
 
     low: float = 0.0
@@ -36,9 +35,8 @@ class Uniform:
         return a + b * torch.rand(a.shape, generator=generator).clamp_(min=2.0**-24)
 
 
-@serializable
 @dataclass(frozen=True)
-class ConstantMagnitude:
+class ConstantMagnitude(Config):
     """Every firing has coefficient ``value``."""
 
     value: float = 1.0
@@ -54,9 +52,8 @@ class ConstantMagnitude:
         return a.clone()
 
 
-@serializable
 @dataclass(frozen=True)
-class FoldedNormal:
+class FoldedNormal(Config):
     """Coefficient ``|N(mean_i, std_i²)|``.
 
     ``mean_i`` runs linearly from ``mean_start`` (feature 0) to ``mean_end``; ``std_i`` is drawn once

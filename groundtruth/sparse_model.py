@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from groundtruth.checks import check_int, check_real, check_tensor
+from groundtruth.config import Config
 from groundtruth.correlation import (
     Correlation,
     FullFiring,
@@ -26,13 +26,11 @@ from groundtruth.hierarchy import Forest, Hierarchy
 from groundtruth.latents import ActivationBatch, SparseCodes
 from groundtruth.magnitudes import Magnitude, Uniform
 from groundtruth.seeding import child_seed
-from groundtruth.serial import from_jsonable, serializable, to_jsonable
 from groundtruth.threads import map_threads
 
 
-@serializable
 @dataclass(frozen=True)
-class SparseFeatureConfig:
+class SparseFeatureConfig(Config):
     """Everything that defines a sparse feature model. Same config, same seed: same bytes."""
 
     d: int
@@ -55,19 +53,6 @@ class SparseFeatureConfig:
         check_int("seed", self.seed, minimum=0)
         if self.hierarchy is not None and self.hierarchy.n_nodes > self.n_features:
             raise ValueError(f"hierarchy has {self.hierarchy.n_nodes} nodes but n_features={self.n_features}")
-
-    def replace(self, **changes) -> SparseFeatureConfig:
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return to_jsonable(self)
-
-    @staticmethod
-    def from_dict(data: dict) -> SparseFeatureConfig:
-        return from_jsonable(data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
 
 class SparseFeatureModel:

@@ -20,13 +20,14 @@ import logging
 import math
 import numbers
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from groundtruth.config import Config
 from groundtruth.latents import ActivationBatch, SparseCodes
 from groundtruth.seeding import child_seed
 
@@ -65,7 +66,7 @@ def _check_real(name: str, value: Any) -> float:
 
 
 @dataclass(frozen=True)
-class ToyModelConfig:
+class ToyModelConfig(Config):
     """Configuration of a toy model of superposition and its training run.
 
     Defaults follow the 5-features-in-2-dimensions setting of Elhage et al. (2022).
@@ -108,24 +109,6 @@ class ToyModelConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not _check_real("weight_decay", self.weight_decay) >= 0.0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of the fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ToyModelConfig:
-        """Inverse of :meth:`to_dict`.
-
-        Unknown keys raise ``ValueError``; missing ones take the defaults.
-        """
-        if not isinstance(data, dict):
-            raise TypeError(f"data must be a dict, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ToyModelConfig field(s) in data: {unknown}")
-        return cls(**data)
 
 
 def importances(cfg: ToyModelConfig) -> torch.Tensor:

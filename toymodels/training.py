@@ -22,12 +22,13 @@ from tqdm.auto import tqdm
 
 from groundtruth.atomic import atomic_dir, recover_dir
 from groundtruth.checks import check_int, check_real
+from groundtruth.config import Config
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Optimiser and schedule. The learning rate warms up linearly over ``warmup_steps`` and decays
     linearly to zero over the last ``decay_fraction`` of training. Before each step the global
     gradient norm is clipped to ``max_grad_norm`` (0 turns clipping off): without it the first

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 
 from groundtruth.atomic import atomic_dir, recover_dir
 from groundtruth.checks import check_int
+from groundtruth.config import Config
 from toymodels.training import TrainConfig, TrainResult, fit
 
 CONFIG_FILE = "config.json"
@@ -44,7 +45,7 @@ _TL_BUFFERS = ("attn.mask", "attn.IGNORE")
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(Config):
     """Hyperparameters, named as in TransformerLens's ``HookedTransformerConfig``."""
 
     n_layers: int
@@ -85,16 +86,6 @@ class TransformerConfig:
                 names.append(f"blocks.{layer}.mlp.hook_post")
             names.append(f"blocks.{layer}.hook_resid_post")
         return names + ["ln_final.hook_normalized"]
-
-    def replace(self, **changes) -> TransformerConfig:
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(data: dict) -> TransformerConfig:
-        return TransformerConfig(**data)
 
 
 class _LayerNorm(nn.Module):

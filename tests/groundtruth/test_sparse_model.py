@@ -660,7 +660,7 @@ def test_from_dict_rejects_unknown_kinds_and_fields():
     data = SparseFeatureConfig(d=2, n_features=3).to_dict()
     with pytest.raises(ValueError, match="unknown config kind"):
         SparseFeatureConfig.from_dict({**data, "firing": {"kind": "Nope", "p": 0.1}})
-    with pytest.raises(ValueError, match="no field"):
+    with pytest.raises(ValueError, match=r"unknown SparseFeatureConfig fields: \[.colour.\]"):
         SparseFeatureConfig.from_dict({**data, "colour": "blue"})
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from groundtruth.checks import check_int, check_real
+from groundtruth.config import Config
 from toymodels.sae.registry import sae_class
 
 
 @dataclass(frozen=True)
-class SAEConfig:
+class SAEConfig(Config):
     """Hyperparameters of one SAE. Fields a variant does not use are ignored by it.
 
     ``sparsity_coefficient`` is the L1 coefficient (standard, gated, p-anneal) or the L0 coefficient
@@ -79,19 +80,3 @@ class SAEConfig:
         if "architecture" in changes and "decoder_norm" not in changes:
             changes["decoder_norm"] = None  # the new architecture's default, not the old one's
         return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["matryoshka_prefixes"] = list(self.matryoshka_prefixes)
-        return out
-
-    @staticmethod
-    def from_dict(data: dict) -> SAEConfig:
-        known = {f.name for f in fields(SAEConfig)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SAEConfig fields: {sorted(unknown)}")
-        data = dict(data)
-        if "matryoshka_prefixes" in data:
-            data["matryoshka_prefixes"] = tuple(data["matryoshka_prefixes"])
-        return SAEConfig(**data)
