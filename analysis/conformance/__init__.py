@@ -22,7 +22,7 @@ Run it as ``groundtruth check-sae mypkg.mymodule:make_sae [--profile fast|thorou
 """
 
 from analysis.conformance.properties import PROFILES, PROPERTIES, Profile, Property
-from analysis.conformance.runner import Result, check_sae, results_table, run_property
+from analysis.conformance.runner import Result, check_factory, check_sae, results_table, run_property
 from analysis.conformance.subject import Declared, Subject, declared, load_factory
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Property",
     "Result",
     "Subject",
+    "check_factory",
     "check_sae",
     "declared",
     "load_factory",
