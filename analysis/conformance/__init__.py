@@ -18,7 +18,8 @@ Everything else is optional and unlocks more properties:
   ``groundtruth_declares`` attribute (a :class:`Declared` or a dict of its fields) on anything else.
 
 Run it as ``groundtruth check-sae mypkg.mymodule:make_sae [--profile fast|thorough]``, as
-``pytest --groundtruth-sae=mypkg.mymodule:make_sae``, or call :func:`check_sae`.
+``pytest --groundtruth-sae=mypkg.mymodule:make_sae`` (the plugin is :mod:`groundtruth_entry.pytest_plugin`),
+or call :func:`check_sae`.
 """
 
 from analysis.conformance.properties import PROFILES, PROPERTIES, Profile, Property

@@ -198,6 +198,9 @@ def test_pytest_plugin_runs_the_properties(tmp_path):
     bad = run("broken_saes:topk_plus_one", "declared_sparsity")
     assert bad.returncode == 1
     assert "declared_sparsity: AssertionError: a sample has 5 active latents" in bad.stdout
+    unusable = run("broken_saes:no_seed", "declared_sparsity")
+    assert unusable.returncode == 4  # pytest's usage error, before any test runs
+    assert "--groundtruth-sae: factory no_seed(d_in, d_sae) cannot be called" in unusable.stderr
 
 
 def test_readme_example_sae_passes(tmp_path, monkeypatch):
