@@ -74,3 +74,9 @@ def test_importing_the_entry_points_imports_no_layer_and_no_torch():
     assert "groundtruth_entry.pytest_plugin" in modules
     assert not modules & (LAYERS | {"torch"})
 
+
+def test_listing_the_commands_imports_no_experiment():
+    """``groundtruth --help`` stays fast: the experiments' options are declared when their command is used."""
+    modules = _modules_after("from groundtruth_entry.cli import main\nassert main(['--help']) == 0")
+    assert "analysis.cli" in modules
+    assert not modules & {"torch", "analysis.belief_experiment", "analysis.game_experiment", "analysis.conformance"}
