@@ -24,7 +24,7 @@ from typing import TypeVar
 _T = TypeVar("_T")
 
 
-class UsageError(Exception):
+class _UsageError(Exception):
     """An argument the command cannot use, found once the command runs: reported in one line, exit status 2."""
 
 
@@ -56,8 +56,9 @@ class _Command(argparse.ArgumentParser):
 
 
 def _number(kind: type[_T], low: _T, *, open_low: bool = False) -> Callable[[str], _T]:
-    """An argparse type for options no config checks before the command starts working: a ``kind`` (int
-    or float) >= ``low`` (> ``low`` with ``open_low``); anything else is a usage error naming the value."""
+    """An argparse type: a ``kind`` (int or float) >= ``low`` (> ``low`` with ``open_low``), checked while
+    parsing because no config checks it before the command starts working; anything else is a usage error
+    naming the value."""
     wanted = f"{'an integer' if kind is int else 'a number'} {'>' if open_low else '>='} {low}"
 
     def parse(text: str) -> _T:
@@ -85,11 +86,11 @@ def _config(cls: type[_T], **fields: object) -> _T:
     try:
         return cls(**fields)
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise _UsageError(str(err)) from None
 
 
 def _saved(folder: Path) -> str:
-    """What ``folder`` holds that a rerun can use, in words."""
+    """What an interrupted run left in ``folder``, in words."""
     found = []
     if (folder / "model").is_dir():
         found.append("the trained model (model/)")
@@ -116,7 +117,7 @@ def _writing(folders: list[Path], rerun: str) -> Iterator[None]:
     try:
         yield
     except FolderConflict as err:
-        raise UsageError(str(err)) from None
+        raise _UsageError(str(err)) from None
     except KeyboardInterrupt:
         saved = "\n".join(f"  {_saved(folder)}" for folder in folders)
         raise _Interrupted(f"saved so far:\n{saved}\nrunning the same command again {rerun}") from None
@@ -185,11 +186,11 @@ def _check_sae(args: argparse.Namespace) -> int:
     try:
         factory = load_factory(args.factory)
     except ValueError as err:  # not module:callable, or nothing there
-        raise UsageError(str(err)) from None
+        raise _UsageError(str(err)) from None
     try:
         check_factory(factory)
     except TypeError as err:  # a signature the suite cannot call
-        raise UsageError(str(err)) from None
+        raise _UsageError(str(err)) from None
     print(f"groundtruth check-sae {args.factory} --profile {args.profile}")
     results = check_sae(factory, args.profile, tuple(args.only) if args.only else None)
     print(results_table(results))
@@ -422,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except UsageError as err:
+    except _UsageError as err:
         print(f"groundtruth {args.command}: error: {err}", file=sys.stderr)
         return 2
     except _Interrupted as stop:
