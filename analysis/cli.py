@@ -1,12 +1,134 @@
-"""The `groundtruth` command line."""
+"""The ``groundtruth`` command line (the console script runs it through :mod:`groundtruth_entry.cli`).
+
+Each subcommand declares its options when it is used, so ``groundtruth --help`` lists the commands
+without importing an experiment (or torch). The options every experiment shares (``--seed``, ``--out``,
+``--no-progress``) are declared once, in :func:`_run_options`. Argument errors (a bad value, a factory
+the suite cannot call, an output folder holding another run) end in one line and exit status 2; any
+other exception raised while a command runs is a bug and keeps its traceback. Ctrl-C in a command
+that writes a folder says what the folder holds and which command resumes (exit status 130).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
+import shlex
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
+
+class _UsageError(Exception):
+    """An argument the command cannot use, found once the command runs: reported in one line, exit status 2."""
+
+
+class _Interrupted(Exception):
+    """Ctrl-C while a command was writing a folder; the message says what the folder holds and what a
+    rerun of the same command does with it."""
+
+
+class _Command(argparse.ArgumentParser):
+    """A subcommand whose options are declared by ``declare(parser)`` when it is parsed or its help is
+    shown: listing the commands imports none of the modules their options come from."""
+
+    def __init__(self, *args, declare: Callable[[argparse.ArgumentParser], None], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._declare: Callable[[argparse.ArgumentParser], None] | None = declare
+
+    def _declared(self) -> None:
+        if self._declare is not None:
+            declare, self._declare = self._declare, None
+            declare(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._declared()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._declared()
+        return super().format_help()
+
+
+def _number(kind: type[_T], low: _T, *, open_low: bool = False) -> Callable[[str], _T]:
+    """An argparse type: a ``kind`` (int or float) >= ``low`` (> ``low`` with ``open_low``), checked while
+    parsing because no config checks it before the command starts working; anything else is a usage error
+    naming the value."""
+    wanted = f"{'an integer' if kind is int else 'a number'} {'>' if open_low else '>='} {low}"
+
+    def parse(text: str) -> _T:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if not (value > low if open_low else value >= low):  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _run_options(parser: argparse.ArgumentParser, *, seeds: str, out: str) -> None:
+    """The options every experiment takes: what its seed drives (``seeds``) and its default folder (``out``)
+    go into the help."""
+    parser.add_argument("--seed", type=_number(int, 0), default=0, help=f"seed for {seeds} (default: %(default)s)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help=f"output folder (default: {out})")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _config(cls: type[_T], **fields: object) -> _T:
+    """``cls(**fields)`` for a config made from the command line: a value it refuses is an argument error."""
+    try:
+        return cls(**fields)
+    except ValueError as err:
+        raise _UsageError(str(err)) from None
+
+
+def _saved(folder: Path) -> str:
+    """What an interrupted run left in ``folder``, in words."""
+    found = []
+    if (folder / "model").is_dir():
+        found.append("the trained model (model/)")
+    for name, what in (("checkpoints", "the model"), ("sae-checkpoints", "the SAE")):
+        meta = folder / name / "latest" / "trainer.json"
+        if meta.exists() and not (name == "checkpoints" and (folder / "model").is_dir()):
+            step = json.loads(meta.read_text())["step"]
+            found.append(f"{what}'s training checkpoint at step {step:,} ({name}/latest/)")
+    if saes := len(list(folder.glob("saes/**/cfg.json"))):
+        found.append(f"{saes} trained SAE{'s' if saes > 1 else ''} (saes/)")
+    if shards := len(list(folder.glob("shard-*.npz"))):
+        found.append(f"{shards} shard{'s' if shards > 1 else ''} of games")
+    if (folder / "results.json").exists():
+        found.append("results.json")
+    return f"{folder}/: {', '.join(found) if found else 'nothing yet'}"
+
+
+@contextlib.contextmanager
+def _writing(folders: list[Path], rerun: str) -> Iterator[None]:
+    """Around an experiment that writes ``folders``: Ctrl-C becomes a message saying what they hold and
+    what a rerun does (``rerun``), and a folder holding another run becomes an argument error (``--out``)."""
+    from groundtruth.checks import FolderConflict  # imports torch: only once a command runs
+
+    try:
+        yield
+    except FolderConflict as err:
+        raise _UsageError(str(err)) from None
+    except KeyboardInterrupt:
+        saved = "\n".join(f"  {_saved(folder)}" for folder in folders)
+        raise _Interrupted(f"saved so far:\n{saved}\nrunning the same command again {rerun}") from None
+
+
+_RESUMES_TRAINING = "continues an unfinished model training from its last checkpoint"
+
+
+def _demo_options(parser: argparse.ArgumentParser) -> None:
+    _run_options(parser, seeds="data and SAEs", out="groundtruth-demo")
+    parser.add_argument("--quick", action="store_true", help="a much smaller run, for smoke tests")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -15,12 +137,17 @@ def _demo(args: argparse.Namespace) -> int:
     from analysis.game_experiment import games_report
     from analysis.recovery import scoreboard
 
-    out = Path(args.out)
+    out = args.out or Path("groundtruth-demo")
     started = time.perf_counter()
     print(
         f"groundtruth demo: the SAE family on two sources with known features, Mess3 beliefs, Othello boards -> {out}/"
     )
-    rows, beliefs, othello = run_demo(out, seed=args.seed, quick=args.quick, progress=not args.no_progress)
+    rerun = (
+        "trains and scores the SAE scoreboard again from the start; in beliefs/ and othello/ it reuses the models "
+        f"and SAEs trained with the same options and {_RESUMES_TRAINING}"
+    )
+    with _writing([out, out / "beliefs", out / "othello"], rerun):
+        rows, beliefs, othello = run_demo(out, seed=args.seed, quick=args.quick, progress=not args.no_progress)
     print()
     print(scoreboard(rows))
     print()
@@ -37,20 +164,72 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_sae(args: argparse.Namespace) -> int:
-    from analysis.conformance import check_sae, load_factory, results_table
+def _check_sae_options(parser: argparse.ArgumentParser) -> None:
+    from analysis.conformance import PROFILES, PROPERTIES
 
-    factory = load_factory(args.factory)
+    names = [p.name for p in PROPERTIES]
+    parser.add_argument(
+        "factory",
+        help="module:callable returning an SAE for (d_in, d_sae, *, seed), e.g. toymodels.sae.factories:topk",
+    )
+    parser.add_argument(
+        "--profile", choices=sorted(PROFILES), default="fast", help="how hard to look (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=names, metavar="PROPERTY", help=f"run only these properties: {', '.join(names)}"
+    )
+
+
+def _check_sae(args: argparse.Namespace) -> int:
+    from analysis.conformance import check_factory, check_sae, load_factory, results_table
+
+    try:
+        factory = load_factory(args.factory)
+    except ValueError as err:  # not module:callable, or nothing there
+        raise _UsageError(str(err)) from None
+    try:
+        check_factory(factory)
+    except TypeError as err:  # a signature the suite cannot call
+        raise _UsageError(str(err)) from None
     print(f"groundtruth check-sae {args.factory} --profile {args.profile}")
     results = check_sae(factory, args.profile, tuple(args.only) if args.only else None)
     print(results_table(results))
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
+def _beliefs_options(parser: argparse.ArgumentParser) -> None:
+    from analysis.belief_experiment import MODELS, BeliefConfig
+    from groundtruth.processes import PROCESSES
+
+    defaults = BeliefConfig()
+    parser.add_argument(
+        "--process",
+        choices=sorted(PROCESSES),
+        default=defaults.process,
+        help="process from the zoo; mess3 is the paper's (x 0.05, alpha 0.85) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default=defaults.model,
+        help="size by name; paper = 4 layers, d_model 64, 1 head, d_mlp 256 (default: %(default)s)",
+    )
+    parser.add_argument("--n-ctx", type=int, default=defaults.n_ctx, help="context length (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="training steps (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="sequences per step (default: %(default)s)"
+    )
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--soft", action="store_true", help="train on exact next-token distributions")
+    parser.add_argument("--sae-width", type=int, default=0, help="also score a TopK SAE of this width (0: none)")
+    _run_options(parser, seeds="weights, data and split", out="groundtruth-beliefs/PROCESS-MODEL")
+
+
 def _beliefs(args: argparse.Namespace) -> int:
     from analysis.belief_experiment import BeliefConfig, belief_report, run_beliefs
 
-    cfg = BeliefConfig(
+    cfg = _config(
+        BeliefConfig,
         process=args.process,
         model=args.model,
         n_ctx=args.n_ctx,
@@ -61,10 +240,13 @@ def _beliefs(args: argparse.Namespace) -> int:
         sae_width=args.sae_width,
         seed=args.seed,
     )
-    out = Path(args.out or f"groundtruth-beliefs/{cfg.process}-{cfg.model}{'-soft' if cfg.soft else ''}")
+    out = args.out or Path(f"groundtruth-beliefs/{cfg.process}-{cfg.model}{'-soft' if cfg.soft else ''}")
     started = time.perf_counter()
     print(f"groundtruth beliefs: {cfg.process} on the {cfg.model} transformer -> {out}/")
-    results = run_beliefs(cfg, out, progress=not args.no_progress)
+    reused = "the trained model and a finished SAE" if cfg.sae_width else "the trained model"
+    rerun = f"reuses {reused}, {_RESUMES_TRAINING}, and scores again"
+    with _writing([out], rerun):
+        results = run_beliefs(cfg, out, progress=not args.no_progress)
     print()
     print(belief_report(results))
     print()
@@ -75,29 +257,83 @@ def _beliefs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _games_options(parser: argparse.ArgumentParser) -> None:
+    from analysis.game_experiment import MODELS as GAME_MODELS
+    from analysis.game_experiment import GameConfig
+
+    game_defaults = GameConfig()
+    parser.add_argument("game", choices=("othello", "chess"), help="which game")
+    parser.add_argument("--generate", type=_number(int, 1), metavar="N", help="write N random games and stop")
+    parser.add_argument(
+        "--shard-size", type=_number(int, 1), default=100_000, help="games per shard file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-plies",
+        type=_number(int, 1),
+        default=100,
+        help="chess: ply cap per game, the model's context (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--capture-weight",
+        type=_number(float, 0.0, open_low=True),
+        default=1.0,
+        help="chess: weight of captures against other moves (default: 1)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(GAME_MODELS),
+        default=game_defaults.model,
+        help="size by name; paper = 8 layers x 512 (a GPU recipe), small = 4 x 128 (default: %(default)s)",
+    )
+    parser.add_argument("--steps", type=int, default=game_defaults.steps, help="training steps (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=game_defaults.batch_size, help="games per step (default: %(default)s)"
+    )
+    parser.add_argument("--lr", type=float, default=game_defaults.lr, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument(
+        "--hook",
+        default="",
+        help="hook the SAEs read, e.g. blocks.1.mlp.hook_post (default: the best probe layer's resid_post)",
+    )
+    for flag, what in (
+        ("width", "latents per SAE"),
+        ("steps", "SAE training steps"),
+        ("games", "games of SAE training data"),
+    ):
+        parser.add_argument(
+            f"--sae-{flag}",
+            type=int,
+            default=getattr(game_defaults, f"sae_{flag}"),
+            help=f"{what} (default: %(default)s)",
+        )
+    _run_options(parser, seeds="games, weights and splits", out="groundtruth-games/GAME-MODEL or GAME-data")
+
+
 def _games(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.generate is not None:
         from games.datasets import write_shards
 
-        out = Path(args.out or f"groundtruth-games/{args.game}-data")
+        out = args.out or Path(f"groundtruth-games/{args.game}-data")
         options = {} if args.game == "othello" else {"max_plies": args.max_plies, "capture_weight": args.capture_weight}
         print(f"groundtruth games {args.game}: {args.generate:,} random games -> {out}/")
-        paths = write_shards(
-            args.game,
-            args.generate,
-            out,
-            shard_size=args.shard_size,
-            seed=args.seed,
-            progress=not args.no_progress,
-            **options,
-        )
+        with _writing([out], "keeps these shards and writes the missing ones"):
+            paths = write_shards(
+                args.game,
+                args.generate,
+                out,
+                shard_size=args.shard_size,
+                seed=args.seed,
+                progress=not args.no_progress,
+                **options,
+            )
         print(f"{len(paths)} shards in {out}/ (games.datasets.read_shards reads them; a rerun resumes)")
         print(f"total {time.perf_counter() - started:.0f} s")
         return 0
     from analysis.game_experiment import GameConfig, games_report, run_games
 
-    cfg = GameConfig(
+    cfg = _config(
+        GameConfig,
         game=args.game,
         model=args.model,
         max_plies=args.max_plies,
@@ -110,9 +346,11 @@ def _games(args: argparse.Namespace) -> int:
         hook=args.hook,
         seed=args.seed,
     )
-    out = Path(args.out or f"groundtruth-games/{cfg.game}-{cfg.model}")
+    out = args.out or Path(f"groundtruth-games/{cfg.game}-{cfg.model}")
     print(f"groundtruth games {cfg.game}: the {cfg.model} transformer, probes and SAEs -> {out}/")
-    results = run_games(cfg, out, progress=not args.no_progress)
+    rerun = f"reuses the trained model and SAEs, {_RESUMES_TRAINING}, trains the missing SAEs and scores again"
+    with _writing([out], rerun):
+        results = run_games(cfg, out, progress=not args.no_progress)
     print()
     print(games_report(results))
     print()
@@ -124,149 +362,76 @@ def _games(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; a command's options are declared when it is parsed or its help shown."""
     parser = argparse.ArgumentParser(
         prog="groundtruth",
         description="Synthetic ground truth for interpretability: data with known features, small models, "
         "and scores for how well SAEs recover them.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser(
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Command)
+    sub.add_parser(
         "demo",
+        declare=_demo_options,
         help="train the SAE family on synthetic data and a toy model, print a scoreboard, write figures",
         description="Train every SAE variant on `synthsaebench-small` and on the hidden layer of a toy model "
         "of superposition, score them against the true features, and write results, SAEs and figures.",
-    )
-    demo.add_argument("--out", default="groundtruth-demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="seed for data and SAEs (default: %(default)s)")
-    demo.add_argument("--quick", action="store_true", help="a much smaller run, for smoke tests")
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    demo.set_defaults(run=_demo)
-    check = sub.add_parser(
+    ).set_defaults(run=_demo)
+    sub.add_parser(
         "check-sae",
+        declare=_check_sae_options,
         help="run the SAE conformance properties against your SAE factory",
         description="Check an SAE against the conformance properties (shapes, finiteness, declared sparsity, "
         "decoder norms, permutation equivariance, determinism, save/load, training, recovery of easy ground "
         "truth, sparsity knobs). Prints one row per property with the counterexample of each failure; exits "
         "with status 1 when any property fails.",
-    )
-    check.add_argument(
-        "factory", help="module:callable returning an SAE for (d_in, d_sae, *, seed), e.g. toymodels.sae.factories:topk"
-    )
-    check.add_argument(
-        "--profile", choices=("fast", "thorough"), default="fast", help="how hard to look (default: %(default)s)"
-    )
-    check.add_argument("--only", nargs="+", metavar="PROPERTY", help="run only these properties")
-    check.set_defaults(run=_check_sae)
-    from analysis.belief_experiment import MODELS, BeliefConfig
-    from groundtruth.processes import PROCESSES
-
-    defaults = BeliefConfig()
-    beliefs = sub.add_parser(
+    ).set_defaults(run=_check_sae)
+    sub.add_parser(
         "beliefs",
+        declare=_beliefs_options,
         help="train a transformer on a hidden-Markov process and regress its residual stream to exact beliefs",
         description="Train a small transformer on a process from the zoo (or load the one trained before with the "
         "same options), regress the exact belief after every token from each layer, all layers concatenated and "
         "optionally an SAE's codes, against shuffled-target and random-init baselines, and write results, "
         "figures and the model (Shai et al. 2024).",
-    )
-    beliefs.add_argument(
-        "--process",
-        choices=sorted(PROCESSES),
-        default=defaults.process,
-        help="process from the zoo; mess3 is the paper's (x 0.05, alpha 0.85) (default: %(default)s)",
-    )
-    beliefs.add_argument(
-        "--model",
-        choices=sorted(MODELS),
-        default=defaults.model,
-        help="size by name; paper = 4 layers, d_model 64, 1 head, d_mlp 256 (default: %(default)s)",
-    )
-    beliefs.add_argument("--n-ctx", type=int, default=defaults.n_ctx, help="context length (default: %(default)s)")
-    beliefs.add_argument("--steps", type=int, default=defaults.steps, help="training steps (default: %(default)s)")
-    beliefs.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="sequences per step (default: %(default)s)"
-    )
-    beliefs.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
-    beliefs.add_argument("--soft", action="store_true", help="train on exact next-token distributions")
-    beliefs.add_argument("--sae-width", type=int, default=0, help="also score a TopK SAE of this width (0: none)")
-    beliefs.add_argument(
-        "--seed", type=int, default=defaults.seed, help="seed for weights, data and split (default: %(default)s)"
-    )
-    beliefs.add_argument("--out", help="output folder (default: groundtruth-beliefs/PROCESS-MODEL)")
-    beliefs.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    beliefs.set_defaults(run=_beliefs)
-    from analysis.game_experiment import MODELS as GAME_MODELS
-    from analysis.game_experiment import GameConfig
-
-    game_defaults = GameConfig()
-    games = sub.add_parser(
+    ).set_defaults(run=_beliefs)
+    sub.add_parser(
         "games",
+        declare=_games_options,
         help="generate Othello/chess datasets, or train a game model and score SAEs on its board",
         description="With --generate N: write N random legal games in resumable shards. Otherwise: train a "
         "transformer on random games (or load the one trained before with the same options), probe every layer "
         "for the board (Othello: mine/theirs/empty; chess, on UCI move tokens: the piece on each square), train "
-        "SAEs on a hook (default: the best probe layer's resid_post) of the trained and of a random-init model, and score them, the MLP neurons and the "
-        "probe by coverage and board reconstruction (Karvonen et al. 2024).",
-    )
-    games.add_argument("game", choices=("othello", "chess"), help="which game")
-    games.add_argument("--generate", type=int, metavar="N", help="write N random games and stop")
-    games.add_argument("--shard-size", type=int, default=100_000, help="games per shard file (default: %(default)s)")
-    games.add_argument(
-        "--max-plies", type=int, default=100, help="chess: ply cap per game, the model's context (default: %(default)s)"
-    )
-    games.add_argument(
-        "--capture-weight", type=float, default=1.0, help="chess: weight of captures against other moves (default: 1)"
-    )
-    games.add_argument(
-        "--model",
-        choices=sorted(GAME_MODELS),
-        default=game_defaults.model,
-        help="size by name; paper = 8 layers x 512 (a GPU recipe), small = 4 x 128 (default: %(default)s)",
-    )
-    games.add_argument("--steps", type=int, default=game_defaults.steps, help="training steps (default: %(default)s)")
-    games.add_argument(
-        "--batch-size", type=int, default=game_defaults.batch_size, help="games per step (default: %(default)s)"
-    )
-    games.add_argument("--lr", type=float, default=game_defaults.lr, help="Adam learning rate (default: %(default)s)")
-    games.add_argument(
-        "--hook",
-        default="",
-        help="hook the SAEs read, e.g. blocks.1.mlp.hook_post (default: the best probe layer's resid_post)",
-    )
-    for flag, what in (
-        ("width", "latents per SAE"),
-        ("steps", "SAE training steps"),
-        ("games", "games of SAE training data"),
-    ):
-        games.add_argument(
-            f"--sae-{flag}",
-            type=int,
-            default=getattr(game_defaults, f"sae_{flag}"),
-            help=f"{what} (default: %(default)s)",
-        )
-    games.add_argument("--seed", type=int, default=0, help="seed for games, weights and splits (default: %(default)s)")
-    games.add_argument("--out", help="output folder (default: groundtruth-games/GAME-MODEL or GAME-data)")
-    games.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    games.set_defaults(run=_games)
+        "SAEs on a hook (default: the best probe layer's resid_post) of the trained and of a random-init model, "
+        "and score them, the MLP neurons and the probe by coverage and board reconstruction (Karvonen et al. 2024).",
+    ).set_defaults(run=_games)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``) and return the exit status: 0, 1 (a
+    conformance property failed), 2 (an argument error), 130 (interrupted). Bugs raise."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse printed the help (status 0) or the usage error (status 2)
+        return exit_.code
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.command is None:
         parser.print_help()
         return 0
-    if getattr(args, "seed", 0) < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as err:
+    except _UsageError as err:
         print(f"groundtruth {args.command}: error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    except _Interrupted as stop:
+        print(
+            f"\ngroundtruth {args.command}: interrupted\n{stop}:\n  {shlex.join(['groundtruth', *argv])}",
+            file=sys.stderr,
+        )
+        return 130
+    except KeyboardInterrupt:
+        print(f"\ngroundtruth {args.command}: interrupted; nothing was saved", file=sys.stderr)
+        return 130

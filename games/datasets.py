@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from games import chess, othello
 from groundtruth.atomic import atomic_file, write_text_atomic
-from groundtruth.checks import check_int
+from groundtruth.checks import FolderConflict, check_int
 
 GAMES = {"othello": othello, "chess": chess}
 
@@ -42,7 +42,7 @@ def write_shards(
 ) -> list[Path]:
     """Write ``n_games`` random games of ``game`` ("othello" or "chess") into ``out_dir``; shards already
     there are kept, so a rerun resumes. ``options`` go to the generator (chess: ``max_plies``,
-    ``capture_weight``). A folder made with other settings is refused."""
+    ``capture_weight``). A folder made with other settings is refused (:class:`~groundtruth.checks.FolderConflict`)."""
     if game not in GAMES:
         raise ValueError(f"game must be one of {sorted(GAMES)}, got {game!r}")
     check_int("n_games", n_games)
@@ -56,7 +56,7 @@ def write_shards(
     if saved.exists():
         before = json.loads(saved.read_text())
         if {k: before.get(k) for k in meta} != meta:
-            raise ValueError(f"{str(out)!r} holds games made with {before}; choose another folder")
+            raise FolderConflict(f"{str(out)!r} holds games made with {before}; choose another folder")
     n_shards = -(-n_games // shard_size)
     write_text_atomic(saved, json.dumps({**meta, "n_games": n_games}, indent=1))
     paths = []

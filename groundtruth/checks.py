@@ -7,6 +7,11 @@ import math
 import torch
 
 
+class FolderConflict(ValueError):
+    """An output folder holds results made with other settings. The caller chose the folder, so a command
+    line reports this as an argument error (choose another folder) rather than a bug."""
+
+
 def check_int(name: str, value: object, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

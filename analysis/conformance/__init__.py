@@ -18,11 +18,12 @@ Everything else is optional and unlocks more properties:
   ``groundtruth_declares`` attribute (a :class:`Declared` or a dict of its fields) on anything else.
 
 Run it as ``groundtruth check-sae mypkg.mymodule:make_sae [--profile fast|thorough]``, as
-``pytest --groundtruth-sae=mypkg.mymodule:make_sae``, or call :func:`check_sae`.
+``pytest --groundtruth-sae=mypkg.mymodule:make_sae`` (the plugin is :mod:`groundtruth_entry.pytest_plugin`),
+or call :func:`check_sae`.
 """
 
 from analysis.conformance.properties import PROFILES, PROPERTIES, Profile, Property
-from analysis.conformance.runner import Result, check_sae, results_table, run_property
+from analysis.conformance.runner import Result, check_factory, check_sae, results_table, run_property
 from analysis.conformance.subject import Declared, Subject, declared, load_factory
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Property",
     "Result",
     "Subject",
+    "check_factory",
     "check_sae",
     "declared",
     "load_factory",

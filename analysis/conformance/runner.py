@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
 from collections.abc import Callable
@@ -72,6 +73,32 @@ def _describe(err: Exception) -> str:
     return f"{message}; counterexample {example}" if example else message
 
 
+FACTORY_SIGNATURE = "make(d_in, d_sae, *, seed=0, **overrides)"
+
+
+def check_factory(factory: Callable[..., Any]) -> None:
+    """Raise a ``TypeError`` naming :data:`FACTORY_SIGNATURE` if ``factory`` cannot be called as the
+    properties call it, ``factory(d_in, d_sae, seed=seed)``: otherwise every property would fail on the
+    same call, and the table would hide the one thing to fix. (A sparsity knob keyword is optional: the
+    property that turns it is skipped when the factory does not take it.)"""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a callable without an inspectable signature: the properties will tell
+        return
+    try:
+        signature.bind(16, 32, seed=0)
+    except TypeError as err:
+        name = getattr(factory, "__qualname__", type(factory).__name__)
+        bare = signature.replace(
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
+        raise TypeError(
+            f"factory {name}{bare} cannot be called as the suite needs, {FACTORY_SIGNATURE} "
+            f"(see toymodels.sae.factories): {err}"
+        ) from None
+
+
 def check_sae(
     factory: Callable[..., Any] | str,
     profile: str = "fast",
@@ -80,6 +107,7 @@ def check_sae(
     """Run the conformance properties (all, or those named) against ``factory``."""
     if isinstance(factory, str):
         factory = load_factory(factory)
+    check_factory(factory)
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
     names = {p.name for p in PROPERTIES}

@@ -74,6 +74,12 @@ wrong_axis_norm = _swap(standard_resampling, WrongAxisNormSAE)
 flipped_aux = _swap(topk, FlippedAuxSAE)
 no_inference_threshold = _swap(jumprelu, NoInferenceThresholdSAE)
 
+
+def no_seed(d_in: int, d_sae: int):
+    """A factory without the ``seed`` keyword the suite passes: refused before any property runs."""
+    return topk(d_in, d_sae)
+
+
 # broken factory -> the property that must catch it
 EXPECTED = {
     "copy_resample": "dead_latents_revived",
@@ -82,4 +88,4 @@ EXPECTED = {
     "flipped_aux": "recovers_easy_ground_truth",
     "no_inference_threshold": "declared_sparsity",
 }
-__all__ = ["EXPECTED", "SAEConfig", *EXPECTED]
+__all__ = ["EXPECTED", "SAEConfig", "no_seed", *EXPECTED]

@@ -1,29 +1,151 @@
-"""The command line as a newcomer meets it: help texts, bad arguments, and a quick demo end to end."""
+"""The command line as a newcomer meets it: help texts, bad arguments, Ctrl-C, and a quick demo end to end."""
 
 import json
+import shlex
 import subprocess
 import sys
 
 import pytest
 
+import analysis.belief_experiment
+import analysis.demo
+import analysis.game_experiment
+import games.othello
 from analysis.cli import main
 
 
 def test_help_lists_demo(capsys):
     assert main([]) == 0
     assert "demo" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--help"])
-    assert exit_info.value.code == 0
+    assert main(["demo", "--help"]) == 0
     assert "--out" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["demo", "beliefs", "games"])
+def test_experiments_share_the_run_options(command, capsys):
+    assert main([command, "--help"]) == 0
+    shown = capsys.readouterr().out
+    for option in ("--seed SEED", "--out DIR", "--no-progress"):
+        assert option in shown
+
+
 def test_bad_arguments_give_a_message_not_a_traceback():
-    for argv in (["demo", "--seed", "abc"], ["demo", "--seed", "-3"], ["nonsense"]):
-        proc = subprocess.run([sys.executable, "-m", "analysis.cli", *argv], capture_output=True, text=True)
+    for argv, named in (
+        (["demo", "--seed", "abc"], "--seed"),
+        (["demo", "--seed", "-3"], "--seed"),
+        (["nonsense"], "COMMAND"),
+        (["games", "chess", "--generate", "5", "--capture-weight", "0"], "--capture-weight"),
+    ):
+        proc = subprocess.run([sys.executable, "-m", "groundtruth_entry.cli", *argv], capture_output=True, text=True)
         assert proc.returncode == 2, argv
         assert "Traceback" not in proc.stderr
-        assert "error" in proc.stderr
+        assert f"error: argument {named}" in proc.stderr
+
+
+@pytest.mark.parametrize("error", [TypeError, ValueError, OSError])
+def test_an_error_inside_an_experiment_keeps_its_traceback(error, tmp_path, monkeypatch):
+    """Only argument errors become one-line messages: a bug inside the experiment is not a usage error."""
+
+    def broken(*args, **kwargs):
+        raise error("a bug inside the experiment")
+
+    monkeypatch.setattr(analysis.belief_experiment, "run_beliefs", broken)
+    with pytest.raises(error, match="a bug inside"):
+        main(["beliefs", "--model", "tiny", "--out", str(tmp_path), "--no-progress"])
+
+
+def test_a_folder_holding_another_run_is_an_argument_error(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"process": "rrxor"}')
+    assert main(["beliefs", "--model", "tiny", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "holds a run with a different config" in capsys.readouterr().err
+
+
+def _interrupt_after(calls: int, real):
+    """``real``, raising KeyboardInterrupt (Ctrl-C) on call number ``calls + 1``."""
+    made = []
+
+    def wrapped(*args, **kwargs):
+        if len(made) == calls:
+            raise KeyboardInterrupt
+        made.append(None)
+        return real(*args, **kwargs)
+
+    return wrapped
+
+
+def _resume_command(err: str) -> list[str]:
+    """The command an interrupted run printed last, as ``main``'s argv."""
+    command = shlex.split(err.strip().splitlines()[-1])
+    assert command[0] == "groundtruth"
+    return command[1:]
+
+
+def test_ctrl_c_in_beliefs_says_what_was_saved_and_the_rerun_resumes(tmp_path, capsys, caplog, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["beliefs", "--model", "tiny", "--n-ctx", "4", "--steps", "20", "--out", str(out), "--no-progress"]
+    hmm_class = type(analysis.belief_experiment.process("mess3"))
+    real = hmm_class.training_batches
+
+    def batches(self, *args, **kwargs):  # the training stream: Ctrl-C while drawing the 8th batch
+        return map(_interrupt_after(7, lambda b: b), real(self, *args, **kwargs))
+
+    monkeypatch.setattr(hmm_class, "training_batches", batches)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "interrupted" in err
+    assert "the model's training checkpoint at step 6 (checkpoints/latest/)" in err  # checkpoints every 2 steps
+    assert "continues an unfinished model training from its last checkpoint" in err
+    monkeypatch.undo()
+    caplog.set_level("INFO", logger="toymodels.training")
+    assert main(_resume_command(err)) == 0
+    assert any("at step 6" in r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming"))
+    assert (out / "results.json").exists()
+
+
+def test_ctrl_c_in_games_says_which_shards_are_kept(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "othello"
+    argv = ["games", "othello", "--generate", "30", "--shard-size", "10", "--out", str(out), "--no-progress"]
+    monkeypatch.setattr(games.othello, "random_games", _interrupt_after(1, games.othello.random_games))
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{out}/: 1 shard of games" in err and "keeps these shards and writes the missing ones" in err
+    monkeypatch.undo()
+    assert main(_resume_command(err)) == 0
+    assert len(list(out.glob("shard-*.npz"))) == 3
+
+
+def test_ctrl_c_in_games_after_training_says_the_model_is_kept(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "othello"
+    argv = ["games", "othello", "--model", "tiny", "--steps", "4", "--batch-size", "8", "--out", str(out)]
+    draw = _interrupt_after(0, None)  # Ctrl-C once the model is trained, while drawing the evaluation games
+    monkeypatch.setattr(analysis.game_experiment.EvalGames, "draw", draw)
+    assert main([*argv, "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{out}/: the trained model (model/)" in err and "reuses the trained model and SAEs" in err
+    assert _resume_command(err) == [*argv, "--no-progress"]
+
+
+def test_ctrl_c_in_demo_says_the_scoreboard_starts_over(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "demo"
+    monkeypatch.setattr(analysis.demo, "run_variant", _interrupt_after(1, analysis.demo.run_variant))
+    assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"{out}/: 1 trained SAE (saes/), results.json" in err
+    assert f"{out / 'beliefs'}/: nothing yet" in err and f"{out / 'othello'}/: nothing yet" in err
+    assert "trains and scores the SAE scoreboard again from the start" in err
+    assert len(json.loads((out / "results.json").read_text())) == 1
+
+
+def test_ctrl_c_where_nothing_is_written_says_so(capsys, monkeypatch):
+    import analysis.conformance
+
+    monkeypatch.setattr(analysis.conformance, "check_sae", _interrupt_after(0, None))
+    assert main(["check-sae", "toymodels.sae.factories:topk"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "interrupted; nothing was saved" in err
 
 
 def test_quick_demo_writes_scoreboard_results_saes_and_figures(tmp_path, capsys):

@@ -170,6 +170,16 @@ def test_cli_check_sae(capsys):
     assert "module:callable" in capsys.readouterr().err
 
 
+def test_a_factory_of_the_wrong_signature_is_named_once(capsys):
+    """Not twelve failed properties: one message with the signature the suite calls."""
+    assert main(["check-sae", "broken_saes:no_seed"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "no_seed(d_in, d_sae)" in err and "make(d_in, d_sae, *, seed=0, **overrides)" in err
+    with pytest.raises(TypeError, match=r"make\(d_in, d_sae, \*, seed=0, \*\*overrides\)"):
+        check_sae(broken_saes.no_seed)
+
+
 def test_pytest_plugin_runs_the_properties(tmp_path):
     (tmp_path / "test_empty.py").write_text("def test_nothing():\n    pass\n")
     env_path = f"{HERE}"
@@ -188,6 +198,9 @@ def test_pytest_plugin_runs_the_properties(tmp_path):
     bad = run("broken_saes:topk_plus_one", "declared_sparsity")
     assert bad.returncode == 1
     assert "declared_sparsity: AssertionError: a sample has 5 active latents" in bad.stdout
+    unusable = run("broken_saes:no_seed", "declared_sparsity")
+    assert unusable.returncode == 4  # pytest's usage error, before any test runs
+    assert "--groundtruth-sae: factory no_seed(d_in, d_sae) cannot be called" in unusable.stderr
 
 
 def test_readme_example_sae_passes(tmp_path, monkeypatch):

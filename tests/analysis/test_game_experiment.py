@@ -168,6 +168,6 @@ def test_games_command_generates_shards_and_explains_what_is_missing(tmp_path, c
     )
     assert sorted(p.name for p in out.glob("shard-*.npz")) == ["shard-00000.npz", "shard-00001.npz"]
     assert main(["games", "othello", "--generate", "0", "--out", str(tmp_path / "o")]) == 2
-    assert "n_games must be" in capsys.readouterr().err
+    assert "argument --generate: must be an integer >= 1" in capsys.readouterr().err
     assert main(["games", "othello", "--model", "tiny", "--hook", "blocks.9.hook_resid_post"]) == 2
     assert "hook must be one of" in capsys.readouterr().err

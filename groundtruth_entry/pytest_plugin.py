@@ -1,10 +1,17 @@
 """pytest plugin: ``pytest --groundtruth-sae=mypkg.mymodule:make_sae`` adds one test per conformance
-property to the session. Registered through the ``pytest11`` entry point; it imports the suite (and
-torch) only when the option is given, so other pytest sessions do not pay for it."""
+property to the session.
+
+Registered through the ``pytest11`` entry point, so every pytest session of the environment loads it.
+Importing it imports only pytest: the conformance suite (:mod:`analysis.conformance`, and torch) is
+imported inside the hooks, when ``--groundtruth-sae`` is given, so sessions that do not use it neither
+pay for it nor see groundtruth's ``analysis`` package, and a project with its own ``analysis/`` or
+``games/`` package runs its tests as if groundtruth were not installed."""
 
 from __future__ import annotations
 
 import pytest
+
+from groundtruth_entry import import_own
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,10 +43,9 @@ class ConformanceItem(pytest.Item):
         self.factory_spec, self.prop = factory_spec, prop
 
     def runtest(self) -> None:
-        from analysis.conformance import PROFILES, load_factory, run_property
-
-        profile = PROFILES[self.config.getoption("groundtruth_profile")]
-        result = run_property(self.prop, load_factory(self.factory_spec), profile)
+        conformance = import_own("analysis.conformance")
+        profile = conformance.PROFILES[self.config.getoption("groundtruth_profile")]
+        result = conformance.run_property(self.prop, conformance.load_factory(self.factory_spec), profile)
         if result.status == "skipped":
             pytest.skip(result.detail)
         if result.status == "failed":
@@ -58,14 +64,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     specs = config.getoption("groundtruth_sae")
     if not specs:
         return
-    from analysis.conformance import PROPERTIES, load_factory
-
+    try:
+        conformance = import_own("analysis.conformance")
+    except ImportError as err:
+        raise pytest.UsageError(f"--groundtruth-sae: {err}") from err
     for spec in specs:
         try:
-            load_factory(spec)
-        except ValueError as err:
+            factory = conformance.load_factory(spec)
+        except ValueError as err:  # not module:callable, or nothing there
             raise pytest.UsageError(f"--groundtruth-sae: {err}") from err
-        for prop in PROPERTIES:
+        try:
+            conformance.check_factory(factory)
+        except TypeError as err:  # a signature the suite cannot call
+            raise pytest.UsageError(f"--groundtruth-sae: {err}") from err
+        for prop in conformance.PROPERTIES:
             items.append(
                 ConformanceItem.from_parent(session, name=f"{spec}::{prop.name}", factory_spec=spec, prop=prop)
             )
