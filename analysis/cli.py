@@ -132,10 +132,10 @@ def _demo_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from analysis.belief_experiment import belief_report
-    from analysis.demo import run_demo
-    from analysis.game_experiment import games_report
-    from analysis.recovery import scoreboard
+    from analysis.experiments.beliefs import belief_report
+    from analysis.experiments.demo import run_demo
+    from analysis.experiments.games import games_report
+    from analysis.experiments.recovery import scoreboard
 
     out = args.out or Path("groundtruth-demo")
     started = time.perf_counter()
@@ -198,7 +198,7 @@ def _check_sae(args: argparse.Namespace) -> int:
 
 
 def _beliefs_options(parser: argparse.ArgumentParser) -> None:
-    from analysis.belief_experiment import MODELS, BeliefConfig
+    from analysis.experiments.beliefs import MODELS, BeliefConfig
     from groundtruth.processes import PROCESSES
 
     defaults = BeliefConfig()
@@ -226,7 +226,7 @@ def _beliefs_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _beliefs(args: argparse.Namespace) -> int:
-    from analysis.belief_experiment import BeliefConfig, belief_report, run_beliefs
+    from analysis.experiments.beliefs import BeliefConfig, belief_report, run_beliefs
 
     cfg = _config(
         BeliefConfig,
@@ -258,8 +258,8 @@ def _beliefs(args: argparse.Namespace) -> int:
 
 
 def _games_options(parser: argparse.ArgumentParser) -> None:
-    from analysis.game_experiment import MODELS as GAME_MODELS
-    from analysis.game_experiment import GameConfig
+    from analysis.experiments.games import MODELS as GAME_MODELS
+    from analysis.experiments.games import GameConfig
 
     game_defaults = GameConfig()
     parser.add_argument("game", choices=("othello", "chess"), help="which game")
@@ -330,7 +330,7 @@ def _games(args: argparse.Namespace) -> int:
         print(f"{len(paths)} shards in {out}/ (games.datasets.read_shards reads them; a rerun resumes)")
         print(f"total {time.perf_counter() - started:.0f} s")
         return 0
-    from analysis.game_experiment import GameConfig, games_report, run_games
+    from analysis.experiments.games import GameConfig, games_report, run_games
 
     cfg = _config(
         GameConfig,

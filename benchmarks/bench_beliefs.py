@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from analysis.beliefs import belief_data, belief_regression, sequence_split
+from analysis.metrics.beliefs import belief_data, belief_regression
+from analysis.metrics.splits import sequence_split
 from groundtruth.processes import process
 
 

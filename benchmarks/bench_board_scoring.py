@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from analysis.board import board_reconstruction, classifier_counts, coverage
+from analysis.metrics.board import board_reconstruction, classifier_counts, coverage
 from games.othello import N_CTX, random_games, token_labels
 
 BUDGET = 60.0  # seconds on 2 cores (issue 5)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.recovery import run_variant
+from analysis.experiments.recovery import run_variant
 from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import SAEConfig
 from toymodels.training import TrainConfig

@@ -17,7 +17,7 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-from analysis.recovery import run_variant, sae_config
+from analysis.experiments.recovery import run_variant, sae_config
 from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import architectures, sae_class
 from toymodels.training import TrainConfig

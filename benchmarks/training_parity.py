@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.metrics import score_sae
+from analysis.metrics.recovery import score_sae
 from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import SAEConfig, make_sae
 from toymodels.sae.jumprelu import JumpReLUSAE

@@ -43,7 +43,7 @@ OURS = {module_name(p) for p in SOURCES}
 
 
 def test_the_source_tree_is_found():
-    assert {"groundtruth.hmm", "toymodels.sae.registry", "analysis.metrics", "games.othello"} <= OURS
+    assert {"groundtruth.hmm", "toymodels.sae.registry", "analysis.metrics.recovery", "games.othello"} <= OURS
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p))

@@ -21,7 +21,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the de
     ) from error
 
 from analysis.conformance.subject import Subject
-from analysis.metrics import l0, mcc, mmcs
+from analysis.metrics.recovery import l0, mcc, mmcs
 from groundtruth import Constant, SparseFeatureConfig, SparseFeatureModel, Uniform
 
 # -- data ---------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from analysis import belief_experiment
-from analysis.belief_experiment import BeliefConfig, run_beliefs
 from analysis.cli import main
+from analysis.experiments.beliefs import BeliefConfig, run_beliefs
 
 TINY = BeliefConfig(
     process="mess3", model="tiny", n_ctx=4, steps=30, batch_size=64, snapshots=3, shuffles=5, sae_width=16, sae_k=2

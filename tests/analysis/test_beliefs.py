@@ -7,19 +7,18 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.beliefs import (
+from analysis.experiments.activations import activations, sae_codes
+from analysis.metrics.beliefs import (
     _design,
     _shuffled,
-    activations,
     belief_data,
     belief_regression,
     distance_agreement,
     expected_loss,
     regress,
-    sae_codes,
-    sequence_split,
     subset,
 )
+from analysis.metrics.splits import sequence_split
 from groundtruth.entropy import optimal_loss
 from groundtruth.processes import mess3, rrxor
 from toymodels.sae import SAEConfig, make_sae

@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis import board
-from analysis.beliefs import sequence_split
-from analysis.board import (
+from analysis.metrics.board import (
     THRESHOLDS,
     board_reconstruction,
     class_f1,
@@ -24,6 +23,7 @@ from analysis.board import (
     score_board,
     square_classes,
 )
+from analysis.metrics.splits import sequence_split
 from groundtruth.strategies import seeds
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from analysis.cli import main
-from analysis.game_experiment import EvalGames, GameConfig, _inputs, _score, games_report, legal_move_rate, run_games
+from analysis.experiments.games import EvalGames, GameConfig, _inputs, _score, games_report, legal_move_rate, run_games
 from games import othello
 
 TINY = GameConfig(

@@ -1,4 +1,4 @@
-"""Tests of analysis.metrics against hand-worked cases, brute force, naive loops and SAELens."""
+"""Tests of analysis.metrics.recovery against hand-worked cases, brute force, naive loops and SAELens."""
 
 import itertools
 import math
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.metrics import (
+from analysis.metrics.recovery import (
     RecoveryReport,
     absorption,
     cosine_matrix,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.belief_experiment import BeliefConfig
-from analysis.game_experiment import GameConfig
+from analysis.experiments.beliefs import BeliefConfig
+from analysis.experiments.games import GameConfig
 from groundtruth import strategies as gts
 from groundtruth.config import Config
 from groundtruth.firing import Zipf

@@ -53,7 +53,7 @@ def test_a_project_with_its_own_analysis_package_keeps_a_working_pytest(user_pro
 def test_the_command_finds_its_own_packages_in_a_project_with_the_same_names(user_project):
     script = Path(sys.executable).with_name("groundtruth")
     assert script.exists(), "install the checkout (pip install -e .) to get the console script"
-    run = _run([str(script), "games", "--help"], user_project)  # imports analysis.game_experiment and games
+    run = _run([str(script), "games", "--help"], user_project)  # imports analysis.experiments.games and games
     assert run.returncode == 0, run.stderr
     assert "--generate N" in run.stdout
     run = _run([sys.executable, "-m", "groundtruth_entry.cli", "--help"], user_project)
@@ -79,4 +79,4 @@ def test_listing_the_commands_imports_no_experiment():
     """``groundtruth --help`` stays fast: the experiments' options are declared when their command is used."""
     modules = _modules_after("from groundtruth_entry.cli import main\nassert main(['--help']) == 0")
     assert "analysis.cli" in modules
-    assert not modules & {"torch", "analysis.belief_experiment", "analysis.game_experiment", "analysis.conformance"}
+    assert not modules & {"torch", "analysis.experiments.beliefs", "analysis.experiments.games", "analysis.conformance"}

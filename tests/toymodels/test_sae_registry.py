@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from analysis.conformance import check_sae
 from analysis.conformance.subject import declared
-from analysis.recovery import sae_config
+from analysis.experiments.recovery import sae_config
 from toymodels.sae import (
     SAE_CLASSES,
     LossTerms,

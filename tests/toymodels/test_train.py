@@ -9,7 +9,7 @@ import pytest
 import torch
 from sae_helpers import make
 
-from analysis.metrics import mcc
+from analysis.metrics.recovery import mcc
 from toymodels import training
 from toymodels.sae import SAEConfig, SparseAutoencoder, architectures, make_sae
 from toymodels.sae.training import Trainer, train_sae

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.metrics import score_sae
+from analysis.metrics.recovery import score_sae
 from groundtruth.atomic import write_text_atomic
 from toymodels.sae import SAEConfig, make_sae, sae_class, save_sae
 from toymodels.sae.training import train_sae

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis.beliefs import sequence_split
+from analysis.metrics.splits import sequence_split
 from groundtruth.checks import check_int, check_real
 
 __all__ = [

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
 
-from analysis.figures import save_figure
+from analysis.figures.recovery import save_figure
 
 _CORNERS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]], dtype=torch.float64)
 

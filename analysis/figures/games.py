@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from analysis.figures import save_figure
+from analysis.figures.recovery import save_figure
 from games.chess import square_name as chess_square
 from games.othello import square_name as othello_square
 
@@ -63,7 +63,7 @@ def frontier(rows: list[dict], stem: Path, title: str) -> list[Path]:
 
 
 def make_game_figures(out_dir: Path, results: dict | None = None) -> list[Path]:
-    """Draw every figure of a :func:`analysis.game_experiment.run_games` folder."""
+    """Draw every figure of a :func:`analysis.experiments.games.run_games` folder."""
     out_dir = Path(out_dir)
     results = results if results is not None else json.loads((out_dir / "results.json").read_text())
     game, hook, board = results["config"]["game"], results["hook"], results["board"]

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from analysis.belief_experiment import BeliefConfig, run_beliefs
-from analysis.figures import cosine_heatmaps, ordered_cosines, recovery_vs_l0
-from analysis.game_experiment import GameConfig, run_games
-from analysis.recovery import RecoveryRow, load_rows, run_variant, sae_config, save_rows, scoreboard
+from analysis.experiments.beliefs import BeliefConfig, run_beliefs
+from analysis.experiments.games import GameConfig, run_games
+from analysis.experiments.recovery import RecoveryRow, load_rows, run_variant, sae_config, save_rows, scoreboard
+from analysis.figures.recovery import cosine_heatmaps, ordered_cosines, recovery_vs_l0
 from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import load_sae
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model

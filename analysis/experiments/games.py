@@ -3,7 +3,7 @@
 Reproduces the setting of Karvonen et al. (2024) on OthelloGPT-style data (Li et al. 2023; Nanda et al.
 2023): a transformer learns to predict the next move of uniformly random legal games; a linear probe per
 square reads mine/theirs/empty from each layer; SAEs trained on a hook (by default the best layer's
-residual stream) are scored as board-property classifiers (coverage and board reconstruction, :mod:`analysis.board`), next to
+residual stream) are scored as board-property classifiers (coverage and board reconstruction, :mod:`analysis.metrics.board`), next to
 three baselines scored the same way: SAEs on the same architecture at random initialisation, the raw MLP
 neurons of that block, and the probe itself. Chess runs the same way on UCI move tokens (one token per
 move; the board is the piece on each square, 13 classes). Everything lands in one folder: the model, the SAEs,
@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.beliefs import activations, sae_codes, sequence_split
-from analysis.board import class_f1, linear_probe, score_board, square_classes
-from analysis.recovery import sae_config
-from analysis.runs import open_run
+from analysis.experiments.activations import activations, sae_codes
+from analysis.experiments.recovery import sae_config
+from analysis.experiments.runs import open_run
+from analysis.metrics.board import class_f1, linear_probe, score_board, square_classes
+from analysis.metrics.splits import sequence_split
 from games import chess, othello
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int, check_real
@@ -338,7 +339,7 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
             logger.info("%s %s %g: %s", name, variant, knob, results["saes"][-1]["reconstruction_f1"])
     results["seconds"] = time.perf_counter() - started
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))
-    from analysis.game_figures import make_game_figures  # matplotlib: only here
+    from analysis.figures.games import make_game_figures  # matplotlib: only here
 
     make_game_figures(out, results)
     return results

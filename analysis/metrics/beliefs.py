@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from groundtruth.checks import check_int, check_real
+from analysis.metrics.splits import sequence_split
+from groundtruth.checks import check_int
 from groundtruth.hmm import HMM
 
 
@@ -113,14 +114,6 @@ def _shuffled(aw_tr, y_tr, a_te, y_te, factor, shuffles: int, generator, max_byt
     return mse, r2
 
 
-def sequence_split(n_sequences: int, test_fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """A boolean ``[n_sequences]`` mask of held-out sequences: whole sequences, never single positions."""
-    check_real("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
-    test = torch.zeros(n_sequences, dtype=torch.bool)
-    test[torch.randperm(n_sequences, generator=generator)[: max(1, round(test_fraction * n_sequences))]] = True
-    return test
-
-
 def belief_regression(
     acts: torch.Tensor,
     beliefs: torch.Tensor,
@@ -176,23 +169,6 @@ def belief_data(hmm: HMM, n_ctx: int, *, max_sequences: int = 100_000, seed: int
     return BeliefData(sample.tokens, sample.latents, weights, False)
 
 
-def activations(
-    model, tokens: torch.Tensor, names: list[str], batch_size: int = 16_384
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Logits ``[N, n_ctx, V]`` and ``{hook name: [N, n_ctx, d]}`` from one pass of
-    ``model.run_with_cache`` over ``tokens``, in batches, without gradients (a name given twice is
-    returned once)."""
-    names = list(dict.fromkeys(names))
-    logits, parts = [], {name: [] for name in names}
-    with torch.no_grad():
-        for start in range(0, len(tokens), batch_size):
-            out, cache = model.run_with_cache(tokens[start : start + batch_size].to(model.device), names=names)
-            logits.append(out.float().cpu())
-            for name in names:
-                parts[name].append(cache[name].float().cpu())
-    return torch.cat(logits), {name: torch.cat(chunks) for name, chunks in parts.items()}
-
-
 def subset(data: BeliefData, n: int, seed: int = 0) -> BeliefData:
     """At most ``n`` of the sequences, drawn uniformly, their weights renormalised: weighted scores
     stay unbiased estimates of the full set's. For cheap repeated scoring (training snapshots)."""
@@ -201,15 +177,6 @@ def subset(data: BeliefData, n: int, seed: int = 0) -> BeliefData:
     pick = torch.randperm(len(data.tokens), generator=torch.Generator().manual_seed(seed))[:n]
     weights = data.weights[pick]
     return BeliefData(data.tokens[pick], data.beliefs[pick], weights / weights[:, :1].sum(), False)
-
-
-def sae_codes(sae, acts: torch.Tensor, batch_size: int = 65_536) -> torch.Tensor:
-    """``sae.encode`` over activations ``[..., d]`` in batches, without gradients: any object with
-    ``encode`` (ours or SAELens's), so its codes can be regressed on beliefs like any hook."""
-    flat = acts.reshape(-1, acts.shape[-1])
-    with torch.no_grad():
-        codes = torch.cat([sae.encode(flat[i : i + batch_size]).float() for i in range(0, len(flat), batch_size)])
-    return codes.reshape(*acts.shape[:-1], -1)
 
 
 def expected_loss(logits: torch.Tensor, hmm: HMM, data: BeliefData) -> float:

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
 
-from analysis.metrics import cosine_matrix
-from analysis.recovery import RecoveryRow
+from analysis.experiments.recovery import RecoveryRow
+from analysis.metrics.recovery import cosine_matrix
 
 
 def save_figure(fig, stem: Path) -> list[Path]:

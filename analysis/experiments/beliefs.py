@@ -19,18 +19,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from analysis.beliefs import (
+from analysis.experiments.activations import activations, sae_codes
+from analysis.experiments.runs import open_run
+from analysis.metrics.beliefs import (
     BeliefData,
     Fit,
-    activations,
     belief_data,
     belief_regression,
     distance_agreement,
     expected_loss,
-    sae_codes,
     subset,
 )
-from analysis.runs import open_run
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int, check_real
 from groundtruth.config import Config
@@ -264,7 +263,7 @@ def _figures(
     feats: dict,
     stages: tuple[torch.Tensor | None, dict[str, torch.Tensor]],
 ) -> None:
-    from analysis.belief_figures import emergence_curve, layer_scores, simplex_panels  # matplotlib: only here
+    from analysis.figures.beliefs import emergence_curve, layer_scores, simplex_panels  # matplotlib: only here
 
     trained, untrained = results["trained"], results["untrained"]
     final = trained["final_hook"]
