@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from analysis import belief_experiment
+from analysis.experiments import beliefs as belief_experiment
 from analysis.cli import main
 from analysis.experiments.beliefs import BeliefConfig, run_beliefs
 

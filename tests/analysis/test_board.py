@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import board
+from analysis.metrics import board
 from analysis.metrics.board import (
     THRESHOLDS,
     board_reconstruction,
