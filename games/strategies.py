@@ -15,7 +15,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the de
 import chess
 import numpy as np
 
-from games import chess as chess_engine
+from games import chessgame
 from games.othello import Games, random_games
 from groundtruth.strategies import seeds
 
@@ -65,18 +65,16 @@ def chess_games(
     max_plies: st.SearchStrategy[int] | None = None,
     capture_weight: st.SearchStrategy[float] | None = None,
     seed: st.SearchStrategy[int] | None = None,
-) -> chess_engine.Games:
+) -> chessgame.Games:
     """A batch of random legal chess games (1–3 games of up to 60 plies, uniform moves by default)."""
     n = draw(n_games if n_games is not None else st.integers(1, 3))
     plies = draw(max_plies if max_plies is not None else st.integers(1, 60))
     weight = draw(capture_weight if capture_weight is not None else st.just(1.0))
-    return chess_engine.random_games(
-        n, np.random.default_rng(draw(seed if seed is not None else seeds())), plies, weight
-    )
+    return chessgame.random_games(n, np.random.default_rng(draw(seed if seed is not None else seeds())), plies, weight)
 
 
 @st.composite
-def chess_prefixes(draw, games: st.SearchStrategy[chess_engine.Games] | None = None) -> list[str]:
+def chess_prefixes(draw, games: st.SearchStrategy[chessgame.Games] | None = None) -> list[str]:
     """The first moves (UCI) of a random game, from none to all of them."""
     batch = draw(games if games is not None else chess_games(n_games=st.just(1)))
     g = draw(st.integers(0, len(batch) - 1))
