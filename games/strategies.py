@@ -1,4 +1,5 @@
-"""Hypothesis strategies for board games: random legal Othello and chess games, game prefixes and positions.
+"""Hypothesis strategies for board games: random legal games of any registered game, and Othello and chess
+games, game prefixes and positions.
 
 They live here rather than in :mod:`groundtruth.strategies` because imports only point down the
 layers (``groundtruth`` → ``games``). Like those, they are small by default and take strategies as
@@ -17,16 +18,28 @@ import numpy as np
 
 from games import chessgame
 from games.othello import Games, random_games
+from games.protocol import Game
 from groundtruth.strategies import seeds
 
 __all__ = [
     "chess_games",
     "chess_positions",
     "chess_prefixes",
+    "games_of",
     "othello_games",
     "othello_positions",
     "othello_prefixes",
 ]
+
+
+@st.composite
+def games_of(
+    draw, game: Game, n_games: st.SearchStrategy[int] | None = None, seed: st.SearchStrategy[int] | None = None
+):
+    """A record of random legal games (1–3 by default) of ``game``, any :class:`~games.protocol.Game`,
+    drawn from a seed: what a property that holds for every game is checked on."""
+    n = draw(n_games if n_games is not None else st.integers(1, 3))
+    return game.random_games(n, np.random.default_rng(draw(seed if seed is not None else seeds())))
 
 
 @st.composite
