@@ -260,9 +260,10 @@ def _beliefs(args: argparse.Namespace) -> int:
 def _games_options(parser: argparse.ArgumentParser) -> None:
     from analysis.experiments.games import MODELS as GAME_MODELS
     from analysis.experiments.games import GameConfig
+    from games import GAMES
 
     game_defaults = GameConfig()
-    parser.add_argument("game", choices=("othello", "chess"), help="which game")
+    parser.add_argument("game", choices=sorted(GAMES), help="which game")
     parser.add_argument("--generate", type=_number(int, 1), metavar="N", help="write N random games and stop")
     parser.add_argument(
         "--shard-size", type=_number(int, 1), default=100_000, help="games per shard file (default: %(default)s)"
@@ -312,10 +313,12 @@ def _games_options(parser: argparse.ArgumentParser) -> None:
 def _games(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.generate is not None:
+        from games import game_options
         from games.datasets import write_shards
 
         out = args.out or Path(f"groundtruth-games/{args.game}-data")
-        options = {} if args.game == "othello" else {"max_plies": args.max_plies, "capture_weight": args.capture_weight}
+        offered = {"max_plies": args.max_plies, "capture_weight": args.capture_weight}
+        options = {k: v for k, v in offered.items() if k in game_options(args.game)}
         print(f"groundtruth games {args.game}: {args.generate:,} random games -> {out}/")
         with _writing([out], "keeps these shards and writes the missing ones"):
             paths = write_shards(

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from analysis.metrics.board import board_reconstruction, classifier_counts, coverage
-from games.othello import N_CTX, random_games, token_labels
+from games import get_game
 
 BUDGET = 60.0  # seconds on 2 cores (issue 5)
 
@@ -34,8 +34,9 @@ def main() -> None:
     parser.add_argument("--latents", type=int, default=4096)
     parser.add_argument("--k", type=int, default=64)
     args = parser.parse_args()
-    games = random_games(args.games, np.random.default_rng(0))
-    labels = torch.from_numpy(token_labels(games)[:, :N_CTX].reshape(-1, 384).copy())
+    othello = get_game("othello")
+    games = othello.random_games(args.games, np.random.default_rng(0))
+    labels = torch.from_numpy(othello.labels(games)[:, : othello.n_ctx].reshape(-1, 384).copy())
     codes = topk_codes(len(labels), args.latents, args.k, torch.Generator().manual_seed(0))
     print(
         f"{len(labels):,} positions x {args.latents:,} latents (L0 {args.k}) x {labels.shape[1]} properties "

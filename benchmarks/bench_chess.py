@@ -14,7 +14,7 @@ import chess
 import numpy as np
 import torch
 
-from games.chess import ply_labels, random_games
+from games.chessgame import position_labels, random_games
 
 
 def python_chess_plies_per_second(games: int, max_plies: int, seed: int = 0) -> float:
@@ -44,7 +44,7 @@ def main() -> None:
     start = time.perf_counter()
     games = random_games(args.games, rng, args.max_plies)
     played = time.perf_counter()
-    labels = ply_labels(games)
+    labels = position_labels(games)
     done = time.perf_counter()
     anchor = python_chess_plies_per_second(args.anchor_games, args.max_plies)
     plies = int(games.length.sum())

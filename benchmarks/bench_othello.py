@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from games.othello import random_games, token_labels
+from games import get_game
 
 ANCHOR = 84.0  # othello_world, games/s per process (DESIGN.md)
 
@@ -22,17 +22,18 @@ def main() -> None:
     parser.add_argument("--games", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs in this process")
     args = parser.parse_args()
+    othello = get_game("othello")
     rng = np.random.default_rng(0)
-    random_games(1000, rng)  # warm-up
+    othello.random_games(1000, rng)  # warm-up
     print(
         f"{args.games} games per run, {torch.get_num_threads()} threads (anchor: othello_world {ANCHOR:.0f}/s per process)"
     )
     rates = {"games and boards": [], "+ 384 labels per token": []}
     for _ in range(args.repeats):
         start = time.perf_counter()
-        games = random_games(args.games, rng)
+        games = othello.random_games(args.games, rng)
         played = time.perf_counter()
-        labels = token_labels(games)
+        labels = othello.labels(games)
         done = time.perf_counter()
         rates["games and boards"].append(args.games / (played - start))
         rates["+ 384 labels per token"].append(args.games / (done - start))

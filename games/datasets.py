@@ -1,9 +1,9 @@
 """Game datasets on disk: random games written in shards, each shard seeded on its own so that an
 interrupted run resumes where it stopped and gives the same files as an uninterrupted one.
 
-A folder holds ``meta.json`` (game, seed, shard size, generator options) and ``shard-00000.npz`` …
-with every field of the game batch (:class:`games.othello.Games` or :class:`games.chess.Games`); labels
-and tokens are derived from them when read. Each shard is written to a temporary file and renamed, so a
+A folder holds ``meta.json`` (game, seed, shard size, the game's options) and ``shard-00000.npz`` …
+with every field of the game's record (its :attr:`~games.protocol.Game.Games`); labels and tokens are
+derived from them when read. Each shard is written to a temporary file and renamed, so a
 shard on disk is always complete.
 """
 
@@ -17,17 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from games import chess, othello
+from games.protocol import get_game
 from groundtruth.atomic import atomic_file, write_text_atomic
 from groundtruth.checks import FolderConflict, check_int
-
-GAMES = {"othello": othello, "chess": chess}
-
-
-def _generate(game: str, n: int, rng: np.random.Generator, options: dict):
-    if game == "othello":
-        return othello.random_games(n, rng)
-    return chess.random_games(n, rng, **options)
 
 
 def write_shards(
@@ -40,15 +32,13 @@ def write_shards(
     progress: bool = True,
     **options,
 ) -> list[Path]:
-    """Write ``n_games`` random games of ``game`` ("othello" or "chess") into ``out_dir``; shards already
-    there are kept, so a rerun resumes. ``options`` go to the generator (chess: ``max_plies``,
-    ``capture_weight``). A folder made with other settings is refused (:class:`~groundtruth.checks.FolderConflict`)."""
-    if game not in GAMES:
-        raise ValueError(f"game must be one of {sorted(GAMES)}, got {game!r}")
+    """Write ``n_games`` random games of the registered game ``game`` into ``out_dir``; shards already
+    there are kept, so a rerun resumes. ``options`` make the game (:func:`games.get_game`; chess:
+    ``max_plies``, ``capture_weight``). A folder made with other settings is refused
+    (:class:`~groundtruth.checks.FolderConflict`)."""
+    source = get_game(game, **options)
     check_int("n_games", n_games)
     check_int("shard_size", shard_size)
-    if game == "othello" and options:
-        raise ValueError(f"Othello games take no options, got {sorted(options)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"game": game, "seed": seed, "shard_size": shard_size, "options": options}
@@ -66,17 +56,17 @@ def write_shards(
         if path.exists():
             continue
         size = min(shard_size, n_games - i * shard_size)
-        batch = _generate(game, size, np.random.default_rng([seed, i]), options)  # shard i's own stream
+        batch = source.random_games(size, np.random.default_rng([seed, i]))  # shard i's own stream
         with atomic_file(path) as f:
             np.savez(f, **{fl.name: getattr(batch, fl.name) for fl in fields(batch)})
     return paths
 
 
 def read_shards(out_dir: str | Path) -> Iterator:
-    """The game batches of a folder written by :func:`write_shards`, shard by shard."""
+    """The game records of a folder written by :func:`write_shards`, shard by shard."""
     out = Path(out_dir)
     meta = json.loads((out / "meta.json").read_text())
-    cls = GAMES[meta["game"]].Games
+    cls = get_game(meta["game"], **meta["options"]).Games
     for path in sorted(out.glob("shard-*.npz")):
         with np.load(path) as data:
             yield cls(**{f.name: data[f.name] for f in fields(cls)})

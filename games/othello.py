@@ -8,20 +8,24 @@ white). A player with no legal move passes; the game ends when neither player ca
 Moves are found with shift-and-mask fills along the 8 directions (a line of opponent discs followed
 by an empty square is a legal move; one closed by the mover's own disc is flipped), so each step costs
 a few dozen array operations for the whole batch instead of a Python loop per game.
+
+:class:`Othello` is the game as a token source (:class:`~games.protocol.Game`): OthelloGPT's tokens and
+the board after every move, for the player who moves next.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar
 
 import numpy as np
-import torch
 
 from games.bitboards import FULL as _FULL
 from games.bitboards import to_squares
+from games.protocol import PAD, Board, Game, register_game, select
 from groundtruth.checks import check_int
-from groundtruth.latents import TokenBatch
 from groundtruth.threads import map_threads
 
 _COL_1 = np.uint64(0x0101_0101_0101_0101)  # column 1 (bit 0 of each row)
@@ -109,6 +113,9 @@ class Games:
     length: np.ndarray
     score: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.length)
+
 
 CHUNK = 8192  # games drawn from one seeded generator; fixed, so results do not depend on threads
 
@@ -122,7 +129,21 @@ def random_games(n: int, rng: np.random.Generator) -> Games:
     check_int("n", n)
     starts = range(0, n, CHUNK)
     seeds = rng.integers(0, 2**63 - 1, size=len(starts)).tolist()
-    games = Games(  # every field is written by _play, chunk by chunk
+    games = _empty(n)  # every field is written by _play, chunk by chunk
+    # Each chunk is played into its rows of `games`: concatenating chunks afterwards would run on one thread.
+    map_threads(lambda a, seed: _play(select(games, slice(a, a + CHUNK)), _uniform_play(seed)), starts, seeds)
+    return games
+
+
+def _uniform_play(seed: int) -> Callable:
+    """A chooser for :func:`_play`: every live game goes on with a uniformly random legal move."""
+    rng = np.random.default_rng(seed)
+    return lambda t, rows, legal: (np.ones(len(rows), dtype=bool), _uniform_square(legal, rng))
+
+
+def _empty(n: int) -> Games:
+    """A record of ``n`` games with every field allocated and none written."""
+    return Games(
         moves=np.empty((n, 60), dtype=np.int64),
         player=np.empty((n, 60), dtype=np.int8),
         boards=np.empty((n, 61, 64), dtype=np.int8),
@@ -131,13 +152,32 @@ def random_games(n: int, rng: np.random.Generator) -> Games:
         length=np.empty(n, dtype=np.int64),
         score=np.empty(n, dtype=np.int64),
     )
-    # Each chunk is played into its rows of `games`: concatenating chunks afterwards would run on one thread.
-    map_threads(lambda a, seed: _play(_rows(games, slice(a, a + CHUNK)), np.random.default_rng(seed)), starts, seeds)
+
+
+def _replay(squares: np.ndarray) -> Games:
+    """The games whose moves are ``squares [n, 60]`` (-1 after each game's last move), passes implied.
+    Raises ``ValueError`` naming the first move that is illegal or follows the end of its game."""
+    games = _empty(len(squares))
+
+    def given(t: int, rows: np.ndarray, legal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        want = squares[rows, t]
+        going = want >= 0
+        bad = going & ((legal >> np.maximum(want, 0).astype(np.uint64)) & np.uint64(1) == 0)
+        for i in np.flatnonzero(bad)[:1]:
+            raise ValueError(f"move {t} of game {rows[i]} ({square_name(int(want[i]))}) is not a legal move there")
+        return going, want[going]
+
+    _play(games, given)
+    over = np.flatnonzero((squares >= 0).sum(1) > games.length)[:1]
+    for g in over:
+        raise ValueError(f"game {g} is over after move {games.length[g]}, but more moves follow")
     return games
 
 
-def _play(games: Games, rng: np.random.Generator) -> None:
-    """Play the rows of ``games`` from the start to the end of each game, writing every field in place."""
+def _play(games: Games, choose: Callable) -> None:
+    """Play the rows of ``games`` from the start to the end of each game, writing every field in place.
+    ``choose(t, rows, legal)`` gets the live games' rows and legal-move bitboards at move ``t`` and returns
+    which of them go on (the others end there) and the square each one that goes on plays."""
     n = len(games.moves)
     moves, player, boards, legal_at, flipped_at, length = (
         games.moves,
@@ -171,10 +211,13 @@ def _play(games: Games, rng: np.random.Generator) -> None:
             turn[passing] ^= 1
             legal[passing] = other[other != 0]
         live = ~over
+        if live.any():
+            going, choice = choose(t, rows[live], legal[live])
+            over[rows[live][~going]] = True
+            live = ~over
         if not live.any():
             end = t
             break
-        choice = _uniform_square(legal[live], rng)
         lr = rows[live]
         move = choice.astype(np.uint64)
         flipped = flips(mover[lr], opponent[lr], choice)
@@ -192,103 +235,96 @@ def _play(games: Games, rng: np.random.Generator) -> None:
 
 
 N_CTX = 59  # OthelloGPT's context: a model reads moves 1-59 and predicts moves 2-60
-PAD = 0
-_TOKEN = np.zeros(64, dtype=np.int64)
+_TOKEN = np.zeros(64, dtype=np.int64)  # square -> token: 1-60 for the playable squares in order
 _TOKEN[list(PLAYABLE)] = np.arange(1, 61)
-PROPERTIES = ("mine", "theirs", "empty", "legal", "flipped", "move")
+TOKEN_NAMES = ("<pad>", *(square_name(s) for s in PLAYABLE))  # a vocabulary of 61
 
 
-def tokenize(moves: np.ndarray) -> np.ndarray:
-    """Squares ``[n, 60]`` (-1 after the end) to OthelloGPT tokens: 1-60 for the playable squares in
-    order (A1 = 1, ..., H8 = 60, skipping the centre), 0 for padding; a vocabulary of 61."""
-    return np.where(moves >= 0, _TOKEN[np.clip(moves, 0, 63)], PAD)
+class SquareProperty(IntEnum):
+    """The per-square label planes, in column order: plane ``p`` is columns ``64 p … 64 p + 63``."""
+
+    MINE = 0  # a disc of the player who moves next
+    THEIRS = 1  # a disc of the other player
+    EMPTY = 2
+    LEGAL = 3  # a square the next player may take
+    FLIPPED = 4  # a disc this move flipped
+    MOVE = 5  # the square this move took
 
 
-def training_batches(batch_size: int, seed: int = 0, *, soft: bool = False) -> Iterator:
-    """An endless stream of fresh random games for next-move training (fresh games every step: nothing
-    to overfit), in the forms :func:`toymodels.transformer.train_transformer` takes.
-
-    Hard targets: tokens ``[batch_size, 60]`` (inputs ``[:, :-1]``, a context of :data:`N_CTX` moves;
-    targets ``[:, 1:]``, the moves played, 0 after the end). Soft targets: ``(inputs [b, 59], probs
-    [b, 59, 61])``, the exact next-move distribution of uniformly random play, uniform over the legal
-    moves of the player who moves next (all mass on pad once the game is over): the same expected
-    gradient as sampled moves, without their noise.
-    """
-    check_int("batch_size", batch_size)
-    rng = np.random.default_rng(seed)
-    while True:
-        games = random_games(batch_size, rng)
-        tokens = torch.from_numpy(tokenize(games.moves))
-        if not soft:
-            yield tokens
-            continue
-        yield tokens[:, :N_CTX], torch.from_numpy(next_move_probs(games))
+LABEL_NAMES = tuple(f"{p.name.lower()}@{square_name(s)}" for p in SquareProperty for s in range(64))  # 384
 
 
-def next_move_probs(games: Games) -> np.ndarray:
-    """``[n, 59, 61]`` float32: after each of the first :data:`N_CTX` moves, the distribution of the next
-    token under uniformly random play (uniform over the next player's legal moves; pad when it is over)."""
-    n = len(games.moves)
-    legal = to_squares(games.legal[:, 1 : N_CTX + 1])[..., list(PLAYABLE)]  # [n, 59, 60] by token 1..60
-    over = np.arange(1, N_CTX + 1)[None, :] >= games.length[:, None]
-    probs = np.zeros((n, N_CTX, 61), dtype=np.float32)
-    probs[..., 1:] = legal
-    probs[..., 0] = over
-    probs[over, 1:] = 0
-    return probs / probs.sum(-1, keepdims=True)
+@register_game
+@dataclass(frozen=True)
+class Othello(Game):
+    """Othello on OthelloGPT's tokens: one per move, 1-60 for the playable squares in order (A1 = 1, …,
+    H8 = 60, skipping the centre), 0 for padding; a context of :data:`N_CTX` moves. Labels follow the
+    player who actually moves next: after a pass that is the side that just moved, where move-parity
+    labels would swap mine and theirs."""
 
+    name: ClassVar[str] = "othello"
+    token_names: ClassVar[tuple[str, ...]] = TOKEN_NAMES
+    label_names: ClassVar[tuple[str, ...]] = LABEL_NAMES
+    Games: ClassVar[type] = Games
+    board: ClassVar[Board] = Board(
+        squares=tuple(square_name(s) for s in range(64)),
+        classes=("mine", "theirs", "empty"),
+        empty="empty",
+        rows=tuple(tuple(range(8 * row, 8 * row + 8)) for row in range(8)),  # OthelloGPT's view
+        row_names=tuple("ABCDEFGH"),
+        column_names=tuple("12345678"),
+    )
+    n_ctx: ClassVar[int] = N_CTX
 
-def detokenize(tokens: np.ndarray) -> np.ndarray:
-    """Tokens back to squares, -1 for padding."""
-    return np.where(tokens > 0, np.asarray(PLAYABLE + (0,))[np.clip(tokens - 1, 0, 60)], -1)
+    def random_games(self, n: int, rng: np.random.Generator) -> Games:
+        return random_games(n, rng)
 
+    def tokenize(self, games: Games) -> np.ndarray:
+        return np.where(games.moves >= 0, _TOKEN[np.clip(games.moves, 0, 63)], PAD)
 
-def label_names() -> tuple[str, ...]:
-    """Names of the per-token labels, property-major: ``mine@A1`` ... ``move@H8`` (6 × 64)."""
-    return tuple(f"{prop}@{square_name(s)}" for prop in PROPERTIES for s in range(64))
+    def detokenize(self, tokens: np.ndarray) -> Games:
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or tokens.shape[1] > 60 or tokens.size and (tokens.min() < 0 or tokens.max() > 60):
+            raise ValueError(f"tokens must be [n, <= 60] indices into TOKEN_NAMES, got {tokens.shape} {tokens.dtype}")
+        gaps = np.flatnonzero(((tokens[:, :-1] == PAD) & (tokens[:, 1:] != PAD)).any(1))[:1]
+        for g in gaps:
+            raise ValueError(f"game {g} has a move after padding: {tokens[g].tolist()}")
+        squares = np.full((len(tokens), 60), -1, dtype=np.int64)
+        squares[:, : tokens.shape[1]] = np.where(tokens != PAD, np.asarray(PLAYABLE)[np.maximum(tokens - 1, 0)], -1)
+        return _replay(squares)
 
+    def labels(self, games: Games) -> np.ndarray:
+        """Per-token properties ``[n, 60, 384]`` (see :class:`SquareProperty`), each after that token's move
+        and for the player who moves next, passes respected. When the game is over the opponent of the last
+        mover is used (and nothing is legal)."""
+        n = len(games)
+        labels = np.empty((n, 60, len(SquareProperty), 64), dtype=bool)  # written in place: no temporaries
+        starts = range(0, n, CHUNK)
+        map_threads(lambda a: _fill_labels(select(games, slice(a, a + CHUNK)), labels[a : a + CHUNK]), starts)
+        return labels.reshape(n, 60, -1)
 
-def token_labels(games: Games) -> np.ndarray:
-    """Per-token board properties ``[n, 60, 384]`` (bool, names from :func:`label_names`), each after
-    that token's move and for the player who moves next, passes respected: the side to move after a
-    pass is the side that just moved, not the one move parity names. When the game is over the
-    opponent of the last mover is used (and nothing is legal). Padding tokens get no labels.
-
-    ``mine``/``theirs``/``empty``: the board; ``legal``: squares the next player may take;
-    ``flipped``: discs this move flipped; ``move``: the square this move took.
-    """
-    n = len(games.moves)
-    labels = np.empty((n, 60, len(PROPERTIES), 64), dtype=bool)  # written in place: no temporaries
-    starts = range(0, n, CHUNK)
-    map_threads(lambda a: _fill_labels(_rows(games, slice(a, a + CHUNK)), labels[a : a + CHUNK]), starts)
-    return labels.reshape(n, 60, -1)
-
-
-def _rows(games: Games, rows: slice) -> Games:
-    return Games(*(getattr(games, f.name)[rows] for f in fields(Games)))
+    def legal_tokens(self, games: Games, n_ctx: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n_ctx = self.check_context(n_ctx)
+        g, t, square = np.nonzero(to_squares(games.legal[:, 1 : n_ctx + 1]))  # the next player's moves
+        return g, t, _TOKEN[square]
 
 
 def _fill_labels(games: Games, labels: np.ndarray) -> None:
-    n = len(games.moves)
+    n = len(games)
     live = np.arange(60)[None, :] < games.length[:, None]
     following = np.concatenate([games.player[:, 1:], np.full((n, 1), -1, dtype=np.int8)], axis=1)
     nxt = np.where(following >= 0, following, 1 - games.player).astype(np.int8)  # 0 black, 1 white
     after = games.boards[:, 1:]  # [n, 60, 64]
-    np.equal(after, (nxt + 1)[..., None], out=labels[:, :, 0])
-    np.equal(after, (2 - nxt)[..., None], out=labels[:, :, 1])
-    np.equal(after, 0, out=labels[:, :, 2])
-    labels[:, :, 3] = to_squares(np.concatenate([games.legal[:, 1:], np.zeros((n, 1), dtype=np.uint64)], axis=1))
-    labels[:, :, 4] = to_squares(games.flipped)
-    labels[:, :, 5] = False
+    np.equal(after, (nxt + 1)[..., None], out=labels[:, :, SquareProperty.MINE])
+    np.equal(after, (2 - nxt)[..., None], out=labels[:, :, SquareProperty.THEIRS])
+    np.equal(after, 0, out=labels[:, :, SquareProperty.EMPTY])
+    next_legal = np.concatenate([games.legal[:, 1:], np.zeros((n, 1), dtype=np.uint64)], axis=1)
+    labels[:, :, SquareProperty.LEGAL] = to_squares(next_legal)
+    labels[:, :, SquareProperty.FLIPPED] = to_squares(games.flipped)
+    labels[:, :, SquareProperty.MOVE] = False
     rows, cols = np.nonzero(live)
-    labels[rows, cols, 5, games.moves[rows, cols]] = True
+    labels[rows, cols, SquareProperty.MOVE, games.moves[rows, cols]] = True
     labels[~live] = False
-
-
-def token_batch(games: Games) -> TokenBatch:
-    """The games as a token source: tokens ``[n, 60]`` and their board labels (see :func:`token_labels`)."""
-    labels = token_labels(games)
-    return TokenBatch(torch.from_numpy(tokenize(games.moves)), torch.from_numpy(labels), label_names(), "binary")
 
 
 def _kth_bits() -> np.ndarray:

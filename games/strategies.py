@@ -1,4 +1,5 @@
-"""Hypothesis strategies for board games: random legal Othello and chess games, game prefixes and positions.
+"""Hypothesis strategies for board games: random legal games of any registered game, and Othello and chess
+games, game prefixes and positions.
 
 They live here rather than in :mod:`groundtruth.strategies` because imports only point down the
 layers (``groundtruth`` → ``games``). Like those, they are small by default and take strategies as
@@ -15,18 +16,30 @@ except ImportError as error:  # pragma: no cover - exercised only without the de
 import chess
 import numpy as np
 
-from games import chess as chess_engine
+from games import chessgame
 from games.othello import Games, random_games
+from games.protocol import Game
 from groundtruth.strategies import seeds
 
 __all__ = [
     "chess_games",
     "chess_positions",
     "chess_prefixes",
+    "games_of",
     "othello_games",
     "othello_positions",
     "othello_prefixes",
 ]
+
+
+@st.composite
+def games_of(
+    draw, game: Game, n_games: st.SearchStrategy[int] | None = None, seed: st.SearchStrategy[int] | None = None
+):
+    """A record of random legal games (1–3 by default) of ``game``, any :class:`~games.protocol.Game`,
+    drawn from a seed: what a property that holds for every game is checked on."""
+    n = draw(n_games if n_games is not None else st.integers(1, 3))
+    return game.random_games(n, np.random.default_rng(draw(seed if seed is not None else seeds())))
 
 
 @st.composite
@@ -65,18 +78,16 @@ def chess_games(
     max_plies: st.SearchStrategy[int] | None = None,
     capture_weight: st.SearchStrategy[float] | None = None,
     seed: st.SearchStrategy[int] | None = None,
-) -> chess_engine.Games:
+) -> chessgame.Games:
     """A batch of random legal chess games (1–3 games of up to 60 plies, uniform moves by default)."""
     n = draw(n_games if n_games is not None else st.integers(1, 3))
     plies = draw(max_plies if max_plies is not None else st.integers(1, 60))
     weight = draw(capture_weight if capture_weight is not None else st.just(1.0))
-    return chess_engine.random_games(
-        n, np.random.default_rng(draw(seed if seed is not None else seeds())), plies, weight
-    )
+    return chessgame.random_games(n, np.random.default_rng(draw(seed if seed is not None else seeds())), plies, weight)
 
 
 @st.composite
-def chess_prefixes(draw, games: st.SearchStrategy[chess_engine.Games] | None = None) -> list[str]:
+def chess_prefixes(draw, games: st.SearchStrategy[chessgame.Games] | None = None) -> list[str]:
     """The first moves (UCI) of a random game, from none to all of them."""
     batch = draw(games if games is not None else chess_games(n_games=st.just(1)))
     g = draw(st.integers(0, len(batch) - 1))

@@ -17,6 +17,7 @@ non-negative entries.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,17 @@ class HMM:
         pi = np.abs(vt[-1])
         return pi / pi.sum()
 
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Names of the per-token latents, as every token source names its labels: ``belief[i]`` is the
+        probability of hidden state ``i``."""
+        return tuple(f"belief[{i}]" for i in range(self.n_states))
+
+    def labels(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The latents of given sequences ``[b, t]``: the belief after each token ``[b, t, n_states]``, as
+        :meth:`sample` gives them with its tokens (and as a game's ``labels`` gives its board)."""
+        return self.filter(tokens)[0][:, 1:]
+
     def is_unifilar(self) -> bool:
         """Whether state and token determine the next state (an ε-machine-style presentation)."""
         return bool(((self.T > 0).sum(axis=2) <= 1).all())
@@ -181,29 +193,29 @@ class HMM:
             logp = torch.cat([logp[parent], (logp[parent, -1] + torch.log(p))[:, None]], 1)
         return tokens, beliefs, logp
 
-    def sample(self, batch: int, length: int, generator: torch.Generator) -> ProcessBatch:
-        """Sample ``batch`` sequences of ``length`` tokens with their hidden states and exact beliefs.
+    def sample(self, n: int, length: int, generator: torch.Generator) -> ProcessBatch:
+        """Sample ``n`` sequences of ``length`` tokens with their hidden states and exact beliefs.
 
         The first hidden state is drawn from ``initial``; each step then draws (token, next state)
         jointly from ``T[:, state, :]`` with Walker's alias method. Beliefs are looked up by walking
         the mixed-state graph (built once, up to ``_WALK_NODES`` mixed states) and computed by the
         Bayes update beyond its depth. All randomness comes from ``generator``.
         """
-        check_int("batch", batch)
+        check_int("n", n)
         check_int("length", length)
         s = self.n_states
-        graph = self._walk_graph(length, batch)
-        u = torch.rand(length + 1, batch, generator=generator, dtype=torch.float64)
-        tokens = torch.empty(batch, length, dtype=torch.int64)
-        states = torch.empty(batch, length + 1, dtype=torch.int64)
-        beliefs = torch.empty(batch, length + 1, s, dtype=torch.float64)
-        chunks = [slice(i, min(i + _CHUNK, batch)) for i in range(0, batch, _CHUNK)]
+        graph = self._walk_graph(length, n)
+        u = torch.rand(length + 1, n, generator=generator, dtype=torch.float64)
+        tokens = torch.empty(n, length, dtype=torch.int64)
+        states = torch.empty(n, length + 1, dtype=torch.int64)
+        beliefs = torch.empty(n, length + 1, s, dtype=torch.float64)
+        chunks = [slice(i, min(i + _CHUNK, n)) for i in range(0, n, _CHUNK)]
         work = lambda rows: self._sample_chunk(u[:, rows], graph, tokens[rows], states[rows], beliefs[rows])  # noqa: E731
         map_threads(work, chunks)  # uniforms are pre-drawn: the same result on any number of threads
         return ProcessBatch(
             tokens=tokens,
             latents=beliefs[:, 1:],
-            names=tuple(f"belief[{i}]" for i in range(s)),
+            names=self.label_names,
             kind="continuous",
             states=states,
             prior=beliefs[:, 0],
@@ -260,22 +272,25 @@ class HMM:
             )
         return self._alias_tables
 
-    def stream(self, batch: int, length: int, seed: int = 0):
+    def stream(self, batch_size: int, length: int, seed: int = 0) -> Iterator[ProcessBatch]:
         """An endless stream of :class:`ProcessBatch` for training; ``seed`` picks the stream."""
         g = torch.Generator().manual_seed(seed)
         while True:
-            yield self.sample(batch, length, g)
+            yield self.sample(batch_size, length, g)
 
-    def training_batches(self, batch: int, n_ctx: int, *, soft: bool = False, seed: int = 0):
-        """An endless stream of next-token training batches for a context of ``n_ctx`` tokens.
+    def training_batches(
+        self, batch_size: int, n_ctx: int, *, soft: bool = False, seed: int = 0
+    ) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """An endless stream of next-token training batches for a context of ``n_ctx`` tokens, with the
+        signature every token source has, the board games included.
 
-        Hard targets: ``tokens [batch, n_ctx + 1]`` (inputs ``[:, :-1]``, targets ``[:, 1:]``). Soft
-        targets: ``(tokens [batch, n_ctx], probs [batch, n_ctx, n_tokens])``, the exact next-token
-        distribution after each token, which carries all the information a sampled target does.
-        Both forms are what :func:`toymodels.transformer.train_transformer` takes.
+        Hard targets: ``tokens [batch_size, n_ctx + 1]`` (inputs ``[:, :-1]``, targets ``[:, 1:]``). Soft
+        targets: ``(tokens [batch_size, n_ctx], probs [batch_size, n_ctx, n_tokens])``, the exact
+        next-token distribution after each token, which carries all the information a sampled target
+        does. Both forms are what :func:`toymodels.transformer.train_transformer` takes.
         """
         check_int("n_ctx", n_ctx)
-        for sample in self.stream(batch, n_ctx if soft else n_ctx + 1, seed):
+        for sample in self.stream(batch_size, n_ctx if soft else n_ctx + 1, seed):
             if soft:
                 yield sample.tokens, self.next_token_probs(sample.latents).float()
             else:

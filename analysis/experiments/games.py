@@ -1,12 +1,12 @@
-"""`groundtruth games othello|chess`: train a transformer on random games and score SAEs on its board.
+"""`groundtruth games GAME`: train a transformer on random games and score SAEs on its board.
 
 Reproduces the setting of Karvonen et al. (2024) on OthelloGPT-style data (Li et al. 2023; Nanda et al.
 2023): a transformer learns to predict the next move of uniformly random legal games; a linear probe per
 square reads mine/theirs/empty from each layer; SAEs trained on a hook (by default the best layer's
 residual stream) are scored as board-property classifiers (coverage and board reconstruction, :mod:`analysis.metrics.board`), next to
 three baselines scored the same way: SAEs on the same architecture at random initialisation, the raw MLP
-neurons of that block, and the probe itself. Chess runs the same way on UCI move tokens (one token per
-move; the board is the piece on each square, 13 classes). Everything lands in one folder: the model, the SAEs,
+neurons of that block, and the probe itself. Every game registered in :mod:`games` runs the same way; chess
+on UCI move tokens (one token per move; the board is the piece on each square, 13 classes). Everything lands in one folder: the model, the SAEs,
 ``results.json`` and the figures; a rerun with the same model options loads the trained model, and SAEs
 on another hook or with other settings are trained next to the earlier ones.
 """
@@ -29,7 +29,7 @@ from analysis.experiments.recovery import sae_config
 from analysis.experiments.runs import open_run
 from analysis.metrics.board import class_f1, linear_probe, score_board, square_classes
 from analysis.metrics.splits import sequence_split
-from games import chess, othello
+from games import GAMES, PAD, Game, game_options, get_game
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int, check_real
 from groundtruth.config import Config
@@ -95,8 +95,8 @@ class GameConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.game not in ("othello", "chess"):
-            raise ValueError(f"game must be 'othello' or 'chess', got {self.game!r}")
+        if self.game not in GAMES:
+            raise ValueError(f"game must be one of {sorted(GAMES)}, got {self.game!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
         for name in ("max_plies", "steps", "batch_size", "sae_games", "sae_width", "sae_steps"):
@@ -116,31 +116,34 @@ class GameConfig(Config):
         identity is another model."""
         return {**{name: getattr(self, name) for name in MODEL_FIELDS}, "train": self.train().identity()}
 
+    def source(self) -> Game:
+        """The game, made with the options of this config that it takes (chess: ``max_plies``)."""
+        offered = {"max_plies": self.max_plies}
+        return get_game(self.game, **{k: v for k, v in offered.items() if k in game_options(self.game)})
+
     @property
     def n_ctx(self) -> int:
-        return othello.N_CTX if self.game == "othello" else self.max_plies
+        return self.source().n_ctx
 
     @property
     def board(self) -> tuple[str, ...]:
         """The classes, one per square, that the probe reads and coverage scores, the empty one included
         (Othello's ``empty``, chess's ``blank``)."""
-        return ("mine", "theirs", "empty") if self.game == "othello" else chess.PIECE_CLASSES
+        return self.source().board.classes
 
     @property
     def pieces(self) -> tuple[str, ...]:
         """The board without its empty class: what board reconstruction F1 scores, as Karvonen et al. (2024)
         report it (their blank-masked boards). With empty squares in, the position in the game alone
         predicts much of an early board, and a random-init model scores 0.3 instead of under 0.1."""
-        return ("mine", "theirs") if self.game == "othello" else chess.PIECE_CLASSES[1:]
+        return self.source().board.pieces
 
     def transformer(self) -> TransformerConfig:
-        d_vocab = 61 if self.game == "othello" else len(chess.UCI_VOCAB)
-        return TransformerConfig(**MODELS[self.model], n_ctx=self.n_ctx, d_vocab=d_vocab, seed=self.seed)
+        game = self.source()
+        return TransformerConfig(**MODELS[self.model], n_ctx=game.n_ctx, d_vocab=game.n_tokens, seed=self.seed)
 
     def batches(self) -> Iterator:
-        if self.game == "othello":
-            return othello.training_batches(self.batch_size, seed=self.seed + 1, soft=self.soft)
-        return chess.training_batches(self.batch_size, self.max_plies, seed=self.seed + 1, soft=self.soft)
+        return self.source().training_batches(self.batch_size, soft=self.soft, seed=self.seed + 1)
 
     def train(self) -> TrainConfig:
         return TrainConfig(
@@ -170,31 +173,19 @@ class EvalGames:
 
     @classmethod
     def draw(cls, cfg: GameConfig, n: int, seed: int) -> EvalGames:
-        games, t = _random_games(cfg, n, seed), cfg.n_ctx
-        if cfg.game == "othello":
-            batch = othello.token_batch(games)
-            legal = othello.to_squares(games.legal[:, 1 : t + 1])  # the next player's moves after each input
-            g, i, square = np.nonzero(legal)
-            token, d_vocab = othello.tokenize(square), 61
-        else:
-            batch = chess.token_batch(games, "uci")
-            g, i, token = chess.legal_move_tokens(games, t)
-            d_vocab = len(chess.UCI_VOCAB)
+        game = cfg.source()
+        games, t, d_vocab = game.random_games(n, np.random.default_rng(seed)), game.n_ctx, game.n_tokens
+        batch = game.token_batch(games)
+        g, i, token = game.legal_tokens(games, t)  # the next player's moves after each input
         keys = torch.from_numpy(((g * t + i) * d_vocab + token).astype(np.int64)).sort().values
         tokens = batch.tokens
         return cls(tokens[:, :t], tokens[:, 1 : t + 1], batch.latents[:, :t], batch.names, keys, d_vocab)
 
 
-def _random_games(cfg: GameConfig, n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    return othello.random_games(n, rng) if cfg.game == "othello" else chess.random_games(n, rng, cfg.max_plies)
-
-
 def _inputs(cfg: GameConfig, n: int, seed: int) -> torch.Tensor:
     """Model inputs ``[n, n_ctx]`` of fresh games, without their labels (SAE training needs none)."""
-    games = _random_games(cfg, n, seed)
-    tokens = othello.tokenize(games.moves) if cfg.game == "othello" else chess.uci_tokens(games)
-    return torch.from_numpy(tokens)[:, : cfg.n_ctx]
+    game = cfg.source()
+    return torch.from_numpy(game.tokenize(game.random_games(n, np.random.default_rng(seed))))[:, : game.n_ctx]
 
 
 def legal_move_rate(logits: torch.Tensor, games: EvalGames) -> float:
@@ -260,7 +251,7 @@ def _score(features: torch.Tensor, games: EvalGames, cfg: GameConfig) -> dict:
 def _sae_data(model: HookedTransformer, hook: str, cfg: GameConfig) -> torch.Tensor:
     """Activations at ``hook`` over fresh games (positions of real moves, not padding), to train SAEs on."""
     inputs = _inputs(cfg, cfg.sae_games, cfg.seed + 2)
-    return activations(model, inputs, [hook], _BATCH)[1][hook][inputs > 0]
+    return activations(model, inputs, [hook], _BATCH)[1][hook][inputs != PAD]
 
 
 def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool):
@@ -307,7 +298,7 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     acts = {}
     for name, net in (("trained", model), ("untrained", untrained)):
         logits, acts[name] = activations(net, games.inputs, hooks, _BATCH)
-        going = games.targets > 0
+        going = games.targets != PAD
         loss = float(next_token_loss(logits[going][None], games.targets[going][None]))
         results[name] = {"loss": loss, "legal_move_rate": legal_move_rate(logits, games)}
 

@@ -11,25 +11,20 @@ import numpy as np
 import seaborn as sns
 
 from analysis.figures.recovery import save_figure
-from games.chess import square_name as chess_square
-from games.othello import square_name as othello_square
+from games import Board, get_game
 
 
-def board_maps(panels: dict[str, np.ndarray], stem: Path, title: str, label: str, game: str = "othello") -> list[Path]:
-    """One 8×8 map per panel; values in [0, 1], NaN (a class that never occurs there) left blank. Othello
-    squares are drawn as OthelloGPT names them (rows A–H, columns 1–8), chess squares from white's side
-    (rank 8 at the top, files a–h)."""
+def board_maps(panels: dict[str, np.ndarray], stem: Path, title: str, label: str, board: Board) -> list[Path]:
+    """One map of the board per panel (a value per square, in square order), drawn as the game draws its
+    board (Othello as OthelloGPT names it, rows A–H; chess from white's side, rank 8 at the top); values in
+    [0, 1], NaN (a class that never occurs there) left blank."""
     sns.set_theme(context="paper", style="white")
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 0.8, 2.7), squeeze=False, layout="constrained")
     for ax, (name, values) in zip(axes[0], panels.items(), strict=True):
-        grid = np.asarray(values, dtype=float).reshape(8, 8)
-        if game == "chess":
-            grid = grid[::-1]  # row 0 is rank 1: draw rank 8 on top
-        image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1)
-        columns, rows = ("12345678", "ABCDEFGH") if game == "othello" else ("abcdefgh", "87654321")
-        ax.set_xticks(range(8), list(columns))
-        ax.set_yticks(range(8), list(rows))
+        image = ax.imshow(np.asarray(values, dtype=float)[np.array(board.rows)], cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(board.column_names)), list(board.column_names))
+        ax.set_yticks(range(len(board.row_names)), list(board.row_names))
         ax.set_title(name, fontsize="small")
     fig.colorbar(image, ax=axes, shrink=0.8, label=label)
     fig.suptitle(title)
@@ -66,7 +61,8 @@ def make_game_figures(out_dir: Path, results: dict | None = None) -> list[Path]:
     """Draw every figure of a :func:`analysis.experiments.games.run_games` folder."""
     out_dir = Path(out_dir)
     results = results if results is not None else json.loads((out_dir / "results.json").read_text())
-    game, hook, board = results["config"]["game"], results["hook"], results["board"]
+    game, hook, board, pieces = results["config"]["game"], results["hook"], results["board"], results["pieces"]
+    drawn = get_game(game).board
     title = f"{game.capitalize()} SAEs on {hook}: trained vs random-init model"
     written = frontier(results["saes"], out_dir / "frontier", title)
     probe = {
@@ -76,26 +72,22 @@ def make_game_figures(out_dir: Path, results: dict | None = None) -> list[Path]:
         for name in ("trained", "untrained")
     }
     written += board_maps(
-        probe, out_dir / "probe_by_square", f"{'/'.join(board)} probe accuracy on {hook}", "accuracy", game
+        probe, out_dir / "probe_by_square", f"{'/'.join(board)} probe accuracy on {hook}", "accuracy", drawn
     )
     trained = [r for r in results["saes"] if r["model"] == "trained"]
     if trained:
         best = max(trained, key=lambda r: r["reconstruction_f1"])
         f1 = best["f1_by_property"]
-        per_class = {k: np.array([f1.get(f"{k}@{_square(game, s)}", np.nan) for s in range(64)]) for k in board}
-        if len(board) > 3:  # chess: the empty squares, and the mean over the twelve pieces
+        per_class = {k: np.array([f1.get(f"{k}@{square}", np.nan) for square in drawn.squares]) for k in board}
+        if len(board) > 3:  # many classes (chess): the empty squares, and the mean over the pieces
             with np.errstate(all="ignore"):
-                pieces = np.nanmean(np.stack([per_class[k] for k in board[1:]]), 0)
-            per_class = {board[0]: per_class[board[0]], "pieces (mean over classes)": pieces}
+                mean = np.nanmean(np.stack([per_class[k] for k in pieces]), 0)
+            per_class = {drawn.empty: per_class[drawn.empty], "pieces (mean over classes)": mean}
         written += board_maps(
             per_class,
             out_dir / "latent_f1_by_square",
             f"best latent's F1 per square: {best['variant']} {best['knob']:g} (L0 {best['l0']:.0f})",
             "F1",
-            game,
+            drawn,
         )
     return written
-
-
-def _square(game: str, square: int) -> str:
-    return othello_square(square) if game == "othello" else chess_square(square)

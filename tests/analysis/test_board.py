@@ -230,9 +230,10 @@ def test_bad_inputs_are_named(features, labels, kwargs, match: str) -> None:
 
 
 def test_score_board_finds_planted_features_and_splits_by_game() -> None:
-    from games.othello import random_games, token_batch
+    from games import get_game
 
-    batch = token_batch(random_games(60, np.random.default_rng(0)))
+    othello = get_game("othello")
+    batch = othello.token_batch(othello.random_games(60, np.random.default_rng(0)))
     labels, names = batch.latents[:, :59], batch.names
     planted = labels.float() * torch.rand(labels.shape, generator=torch.Generator().manual_seed(0)).add(0.5)
     report = score_board(planted, labels, names, properties=("mine", "theirs", "empty"))

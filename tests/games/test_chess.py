@@ -12,11 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
+from games import get_game
 from games.bitboards import to_squares
-from games.chess import (
+from games.chessgame import (
+    LABEL_NAMES,
     PGN_VOCAB,
-    TERMINATIONS,
     UCI_VOCAB,
+    Termination,
     analyse,
     detokenize_pgn,
     detokenize_uci,
@@ -24,19 +26,19 @@ from games.chess import (
     from_pgn,
     from_uci,
     insufficient_material,
-    label_names,
     pgn,
-    pgn_tokens,
-    ply_labels,
+    pgn_token_batch,
+    position_labels,
     random_games,
     san,
-    token_batch,
-    uci_tokens,
+    tokenize_pgn,
 )
+from games.chessgame import rules as engine
+from games.chessgame.tokens import tokenize_uci
 from games.strategies import chess_games, chess_positions
 from groundtruth.strategies import seeds
 
-NAMES = label_names()
+NAMES = LABEL_NAMES
 COLUMN = {name: i for i, name in enumerate(NAMES)}
 PIECES = ("pawn", "knight", "bishop", "rook", "queen", "king")
 
@@ -108,7 +110,7 @@ def replay(games, game: int, labels: np.ndarray | None = None) -> int:
         board.push(move)
     outcome = board.outcome()
     expected = "none" if outcome is None else outcome.termination.name.lower()
-    assert TERMINATIONS[games.termination[game]] == expected, (game, board.fen())
+    assert Termination(games.termination[game]).name.lower() == expected, (game, board.fen())
     if outcome is None:
         assert length == games.moves.shape[1]  # only the ply cap stops a game that is not over
     return length + 1
@@ -116,10 +118,10 @@ def replay(games, game: int, labels: np.ndarray | None = None) -> int:
 
 def test_games_and_labels_match_python_chess_ply_by_ply() -> None:
     games = random_games(24, np.random.default_rng(0), max_plies=250)
-    labels = ply_labels(games)
+    labels = position_labels(games)
     checked = sum(replay(games, g, labels) for g in range(len(games)))
     assert checked > 4000  # thousands of positions, every label of each
-    assert set(games.termination.tolist()) >= {0, 1}  # capped games and checkmates both occur
+    assert set(games.termination.tolist()) >= {Termination.NONE, Termination.CHECKMATE}  # both occur
 
 
 def test_capture_preferring_games_match_python_chess_and_capture_when_they_can() -> None:
@@ -137,7 +139,7 @@ def test_capture_preferring_games_match_python_chess_and_capture_when_they_can()
 @given(chess_games(capture_weight=st.sampled_from([1.0, 3.0])))
 def test_random_games_are_legal_games(games) -> None:
     for g in range(len(games)):
-        replay(games, g, ply_labels(games))
+        replay(games, g, position_labels(games))
 
 
 @given(chess_positions())
@@ -197,8 +199,8 @@ def test_insufficient_material_follows_python_chess(fen: str, dead: bool) -> Non
 
 def test_tokenizers_write_what_python_chess_writes() -> None:
     games = random_games(6, np.random.default_rng(2), max_plies=120)
-    tokens, plies = pgn_tokens(games)
-    uci = uci_tokens(games)
+    tokens, plies = tokenize_pgn(games)
+    uci = tokenize_uci(games)
     assert len(PGN_VOCAB) == 32 and len(UCI_VOCAB) == 1970 and len(set(UCI_VOCAB)) == 1970
     for g in range(len(games)):
         board, moves = chess.Board(), []
@@ -249,8 +251,8 @@ def same_games(a, b) -> bool:
 def test_transcripts_round_trip_through_both_tokenizers(games) -> None:
     texts = [pgn(games, g)[0] for g in range(len(games))]
     moves = [games.uci(g) for g in range(len(games))]
-    assert detokenize_pgn(pgn_tokens(games)[0]) == texts
-    assert detokenize_uci(uci_tokens(games)) == moves
+    assert detokenize_pgn(tokenize_pgn(games)[0]) == texts
+    assert detokenize_uci(tokenize_uci(games)) == moves
     assert same_games(from_pgn(texts), games)
     assert same_games(from_uci(moves), games)
 
@@ -258,7 +260,7 @@ def test_transcripts_round_trip_through_both_tokenizers(games) -> None:
 def test_a_known_game_is_replayed_with_its_ending() -> None:
     fools_mate = ["f2f3", "e7e5", "g2g4", "d8h4"]
     games = from_uci([fools_mate, fools_mate[:2], []])
-    assert [TERMINATIONS[k] for k in games.termination] == ["checkmate", "none", "none"]
+    assert games.termination.tolist() == [Termination.CHECKMATE, Termination.NONE, Termination.NONE]
     assert games.length.tolist() == [4, 2, 0]
     assert pgn(games, 0)[0] == ";1.f3 e5 2.g4 Qh4#"
     assert from_pgn([";1.f3 e5 2.g4 Qh4#", ";1.f3 e5", ";"]).termination.tolist() == games.termination.tolist()
@@ -310,24 +312,23 @@ def test_uci_vocabulary_holds_every_legal_move() -> None:
 
 def test_token_batch_labels_each_token_with_the_position_it_carries() -> None:
     games = random_games(3, np.random.default_rng(4), max_plies=40)
-    labels = ply_labels(games)
-    batch = token_batch(games, "pgn")
-    _, plies = pgn_tokens(games)
+    labels = position_labels(games)
+    batch = pgn_token_batch(games)
+    _, plies = tokenize_pgn(games)
     for g in range(3):
         for c in range(batch.tokens.shape[1]):
             if plies[g, c] < 0:
                 assert not batch.latents[g, c].any()
             else:
                 assert torch.equal(batch.latents[g, c], torch.from_numpy(labels[g, plies[g, c]]))
-    uci = token_batch(games, "uci")
+    uci = get_game("chess", max_plies=40).token_batch(games)
     assert torch.equal(uci.latents, torch.from_numpy(labels)) and uci.names == NAMES
-    with pytest.raises(ValueError, match="tokenizer"):
-        token_batch(games, "fen")
+    assert torch.equal(uci.tokens, torch.from_numpy(tokenize_uci(games)))
 
 
 def test_padding_repeats_the_final_position_without_labels() -> None:
     games = random_games(30, np.random.default_rng(5), max_plies=300, capture_weight=1e9)
-    labels = ply_labels(games)
+    labels = position_labels(games)
     for g in np.flatnonzero(games.length < 300):
         end = int(games.length[g])
         assert (games.boards[g, end:] == games.boards[g, end]).all()
@@ -338,8 +339,6 @@ def test_padding_repeats_the_final_position_without_labels() -> None:
 @settings(max_examples=5, deadline=None)
 @given(seeds())
 def test_same_seed_same_games_on_any_number_of_threads(seed: int) -> None:
-    from games import chess as engine
-
     first = random_games(5, np.random.default_rng(seed), max_plies=30)
     again = random_games(5, np.random.default_rng(seed), max_plies=30)
     assert all(np.array_equal(getattr(first, f), getattr(again, f)) for f in vars(first))
@@ -376,7 +375,7 @@ def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
 @pytest.mark.slow
 def test_two_thousand_games_match_python_chess() -> None:
     games = random_games(2000, np.random.default_rng(7), max_plies=300)
-    labels = ply_labels(games)
+    labels = position_labels(games)
     assert sum(replay(games, g, labels) for g in range(len(games))) > 300_000
 
 
@@ -386,5 +385,5 @@ def test_readme_chess_example_runs() -> None:
     scope: dict = {}
     exec(code, scope)
     assert scope["games"].uci(0)[:3] == ["b2b4", "c7c6", "c1b2"]  # as printed there
-    assert TERMINATIONS[scope["real"].termination[0]] == "checkmate"
+    assert scope["real"].termination[0] == Termination.CHECKMATE
     assert scope["batch"].latents.shape[-1] == 1350

@@ -7,7 +7,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from games import chess, othello
+from games import get_game
 from games.datasets import read_shards, write_shards
 
 
@@ -20,9 +20,8 @@ def test_shards_hold_the_generators_games_and_resume(tmp_path, game: str, option
     paths = write_shards(game, 50, tmp_path, shard_size=20, seed=3, progress=False, **options)
     assert [p.name for p in paths] == ["shard-00000.npz", "shard-00001.npz", "shard-00002.npz"]
     shards = list(read_shards(tmp_path))
-    assert [len(s) if game == "chess" else len(s.moves) for s in shards] == [20, 20, 10]
-    module = chess if game == "chess" else othello
-    expected = module.random_games(20, np.random.default_rng([3, 1]), **options)  # shard 1's own stream
+    assert [len(s) for s in shards] == [20, 20, 10]
+    expected = get_game(game, **options).random_games(20, np.random.default_rng([3, 1]))  # shard 1's own stream
     assert same(shards[1], expected)
     before = paths[1].read_bytes()
     paths[1].unlink()  # an interrupted run: the rerun writes only what is missing, identically

@@ -11,26 +11,26 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from games import get_game
 from games.bitboards import from_squares, popcount, to_squares
 from games.othello import (
     CENTRE,
     CHUNK,
     N_CTX,
     PLAYABLE,
-    detokenize,
+    SquareProperty,
     flips,
     legal_moves,
     random_games,
     square_name,
     start,
-    token_batch,
-    token_labels,
-    tokenize,
 )
 from games.strategies import othello_positions, othello_prefixes
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reference_othello as ref  # noqa: E402
+
+OTHELLO = get_game("othello")
 
 
 def _bits(board: list[int], player: int) -> np.uint64:
@@ -138,28 +138,30 @@ def test_readme_othello_example_runs():
 
 def reference_labels(games, g: int) -> np.ndarray:
     """Labels of game ``g`` from the reference engine: after each move, for the player who moves next."""
-    board, player, out = ref.start(), 1, np.zeros((60, 6, 64), dtype=bool)
+    board, player, out = ref.start(), 1, np.zeros((60, len(SquareProperty), 64), dtype=bool)
     for t in range(int(games.length[g])):
         if not ref.legal(board, player):
             player = 3 - player
         move = int(games.moves[g, t])
-        out[t, 4, ref.captured(board, player, move)] = True
-        out[t, 5, move] = True
+        out[t, SquareProperty.FLIPPED, ref.captured(board, player, move)] = True
+        out[t, SquareProperty.MOVE, move] = True
         board = ref.play(board, player, move)
         nxt = 3 - player if ref.legal(board, 3 - player) or not ref.legal(board, player) else player
         for s in range(64):
-            out[t, 0, s], out[t, 1, s], out[t, 2, s] = board[s] == nxt, board[s] == 3 - nxt, board[s] == 0
-        out[t, 3, ref.legal(board, nxt)] = True
+            out[t, SquareProperty.MINE, s] = board[s] == nxt
+            out[t, SquareProperty.THEIRS, s] = board[s] == 3 - nxt
+            out[t, SquareProperty.EMPTY, s] = board[s] == 0
+        out[t, SquareProperty.LEGAL, ref.legal(board, nxt)] = True
         player = 3 - player
     return out.reshape(60, 384)
 
 
-def test_token_labels_match_the_reference_including_after_passes():
+def test_labels_match_the_reference_including_after_passes():
     games = random_games(400, np.random.default_rng(5))
     passes = (games.player[:, 1:] == games.player[:, :-1]) & (games.player[:, 1:] >= 0)
     with_pass = np.flatnonzero(passes.any(1))
     assert with_pass.size > 0
-    labels = token_labels(games)
+    labels = OTHELLO.labels(games)
     for g in [*with_pass[:3], 0, 1]:
         np.testing.assert_array_equal(labels[g], reference_labels(games, g), err_msg=f"game {g}")
     live = np.arange(60)[None, :] < games.length[:, None]
@@ -167,16 +169,49 @@ def test_token_labels_match_the_reference_including_after_passes():
     assert (board[live] == 1).all() and not labels[~live].any()  # one of mine/theirs/empty per square
 
 
-def test_tokens_round_trip_and_token_batch():
+def test_tokens_are_othellogpts_and_token_batch():
     games = random_games(50, np.random.default_rng(6))
-    tokens = tokenize(games.moves)
+    tokens = OTHELLO.tokenize(games)
     assert tokens.min() >= 0 and tokens.max() <= 60 and ((tokens == 0) == (games.moves < 0)).all()
-    np.testing.assert_array_equal(detokenize(tokens), games.moves)
-    assert tokenize(np.array([[0, 26, 29, 63, -1]])).tolist() == [[1, 27, 28, 60, 0]]  # A1, D3, D6, H8, pad
-    batch = token_batch(games)
+    played = games.moves[0, : games.length[0]]
+    assert [OTHELLO.token_names[k] for k in tokens[0, : games.length[0]]] == [square_name(s) for s in played]
+    # A1, D3, D6 and H8 are tokens 1, 27, 28 and 60: the playable squares in order, the centre skipped.
+    assert [OTHELLO.token_names.index(s) for s in ("<pad>", "A1", "D3", "D6", "H8")] == [0, 1, 27, 28, 60]
+    batch = OTHELLO.token_batch(games)
     assert batch.tokens.shape == (50, 60) and batch.latents.shape == (50, 60, 384) and batch.kind == "binary"
     assert batch.names[0] == "mine@A1" and batch.names[-1] == "move@H8" and len(set(batch.names)) == 384
     assert N_CTX == 59
+
+
+def test_detokenize_replays_a_transcript_as_the_reference_plays_it():
+    names = ["D3", "C5", "F6", "F5", "E6", "E3"]  # a legal opening, checked move by move on the reference
+    board, player = ref.start(), 1
+    boards = [board]
+    for name in names:
+        square = "ABCDEFGH".index(name[0]) * 8 + int(name[1]) - 1
+        assert square in ref.legal(board, player)
+        board, player = ref.play(board, player, square), 3 - player
+        boards.append(board)
+    games = OTHELLO.detokenize(np.array([[OTHELLO.token_names.index(n) for n in names]]))
+    assert games.length.tolist() == [6] and games.boards[0, :7].tolist() == boards
+    assert (games.boards[0, 7:] == games.boards[0, 6]).all() and games.player[0, :6].tolist() == [0, 1] * 3
+    assert int(games.score[0]) == boards[-1].count(1) - boards[-1].count(2)
+
+
+def test_detokenize_names_illegal_moves_and_moves_after_the_end():
+    a1 = OTHELLO.token_names.index("A1")
+    with pytest.raises(ValueError, match=r"move 0 of game 0 \(A1\) is not a legal move"):
+        OTHELLO.detokenize(np.array([[a1]]))
+    games = random_games(50, np.random.default_rng(2))
+    g = int(np.argmin(games.length))  # a game that ends before move 60
+    tokens = OTHELLO.tokenize(games)[g : g + 1].copy()
+    tokens[0, games.length[g]] = tokens[0, 0]
+    with pytest.raises(ValueError, match=f"game 0 is over after move {games.length[g]}"):
+        OTHELLO.detokenize(tokens)
+    with pytest.raises(ValueError, match="after padding"):
+        OTHELLO.detokenize(np.array([[27, 0, 28]]))
+    with pytest.raises(ValueError, match="indices into TOKEN_NAMES"):
+        OTHELLO.detokenize(np.array([[61]]))
 
 
 def test_chunks_give_the_same_games_on_any_number_of_threads():
@@ -184,10 +219,10 @@ def test_chunks_give_the_same_games_on_any_number_of_threads():
     try:
         torch.set_num_threads(2)
         parallel = random_games(CHUNK + 300, np.random.default_rng(9))
-        labels_parallel = token_labels(parallel)
+        labels_parallel = OTHELLO.labels(parallel)
         torch.set_num_threads(1)
         serial = random_games(CHUNK + 300, np.random.default_rng(9))
-        labels_serial = token_labels(serial)
+        labels_serial = OTHELLO.labels(serial)
     finally:
         torch.set_num_threads(before)
     for field in ("moves", "player", "boards", "legal", "flipped", "length", "score"):

@@ -71,6 +71,8 @@ def test_sampled_beliefs_are_distributions_and_match_the_filter(hmm, seed, lengt
     torch.testing.assert_close(batch.beliefs.sum(-1), torch.ones(8, length + 1, dtype=torch.float64))
     beliefs, _ = hmm.filter(batch.tokens)
     torch.testing.assert_close(batch.beliefs, beliefs, atol=1e-10, rtol=0)
+    torch.testing.assert_close(hmm.labels(batch.tokens), batch.latents, atol=1e-10, rtol=0)  # labels of given tokens
+    assert batch.names == hmm.label_names == tuple(f"belief[{i}]" for i in range(hmm.n_states))
     # every sampled transition has positive probability, and the true state has positive belief
     s, x = batch.states, batch.tokens
     assert (torch.from_numpy(hmm.T)[x, s[:, :-1], s[:, 1:]] > 0).all()
