@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from analysis.experiments import beliefs as belief_experiment
 from analysis.cli import main
+from analysis.experiments import beliefs as belief_experiment
 from analysis.experiments.beliefs import BeliefConfig, run_beliefs
 
 TINY = BeliefConfig(
