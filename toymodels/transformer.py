@@ -103,9 +103,6 @@ class _LayerNorm(nn.Module):
         """Centred and scaled to unit variance, before the weight and bias (TransformerLens's hook_normalized)."""
         return F.layer_norm(x, x.shape[-1:], eps=LN_EPS) if self.enabled else x
 
-    def affine(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.w + self.b if self.enabled else x
-
 
 class _Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
@@ -214,8 +211,11 @@ class HookedTransformer(nn.Module):
                 post = hook(prefix + "mlp.hook_post", _ACTIVATIONS[cfg.act_fn](block.ln2(resid) @ m.W_in + m.b_in))
                 resid = resid + post @ m.W_out + m.b_out
             resid = hook(prefix + "hook_resid_post", resid)
-        final = self.ln_final.affine(hook("ln_final.hook_normalized", self.ln_final.normalize(resid)))
-        return final @ self.W_U + self.b_U
+        name = "ln_final.hook_normalized"
+        if hooks is not None and name in hooks[0]:  # TransformerLens's value: before LayerNorm's weight and bias
+            hook(name, self.ln_final.normalize(resid))
+        # The output keeps the fused LayerNorm every model here was trained with (the same bits as before).
+        return self.ln_final(resid) @ self.W_U + self.b_U
 
     @property
     def device(self) -> torch.device:
