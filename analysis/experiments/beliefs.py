@@ -263,7 +263,8 @@ def _figures(
     feats: dict,
     stages: tuple[torch.Tensor | None, dict[str, torch.Tensor]],
 ) -> None:
-    from analysis.figures.beliefs import emergence_curve, layer_scores, simplex_panels  # matplotlib: only here
+    from analysis.figures import save_figure  # matplotlib: only here
+    from analysis.figures.beliefs import emergence_curve, layer_scores, simplex_panels
 
     trained, untrained = results["trained"], results["untrained"]
     final = trained["final_hook"]
@@ -272,7 +273,7 @@ def _figures(
         f"final layer (R² {trained['hooks'][final]['r2']:.3f})": fits[final].predict(feats[final]),
         f"all layers (R² {trained['hooks']['concat']['r2']:.3f})": fits["concat"].predict(feats["concat"]),
     }
-    simplex_panels(data.beliefs, panels, out / "simplex", f"{name}: beliefs and their linear read-out")
+    save_figure(simplex_panels(data.beliefs, panels, f"{name}: beliefs and their linear read-out"), out / "simplex")
     rows = {
         "trained": {k: v["mse"] for k, v in trained["hooks"].items()},
         "random init": {k: v["mse"] for k, v in untrained["hooks"].items()},
@@ -281,13 +282,15 @@ def _figures(
         },
     }
     by_position = {h: trained["hooks"][h]["mse_by_position"] for h in (final, "concat")}
-    layer_scores(rows, by_position, out / "mse_per_layer", f"{name}: regression to beliefs")
+    save_figure(layer_scores(rows, by_position, f"{name}: regression to beliefs"), out / "mse_per_layer")
     if results["emergence"]:
         em = results["emergence"]
         tokens = [r["tokens"] for r in em]
         series = {"final layer R²": [r["final_r2"] for r in em], "all layers R²": [r["concat_r2"] for r in em]}
-        emergence_curve(tokens, series, out / "emergence", f"{name}: belief geometry over training", "held-out R²")
-        simplex_panels(*stages, out / "emergence_simplex", f"{name}: final layer's read-out over training")
+        curve = emergence_curve(tokens, series, f"{name}: belief geometry over training", "held-out R²")
+        save_figure(curve, out / "emergence")
+        stages_fig = simplex_panels(*stages, f"{name}: final layer's read-out over training")
+        save_figure(stages_fig, out / "emergence_simplex")
 
 
 def belief_report(results: dict) -> str:

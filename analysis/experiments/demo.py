@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from analysis.experiments.beliefs import BeliefConfig, run_beliefs
 from analysis.experiments.games import GameConfig, run_games
 from analysis.experiments.recovery import RecoveryRow, load_rows, run_variant, sae_config, save_rows, scoreboard
+from analysis.figures import save_figure
 from analysis.figures.recovery import cosine_heatmaps, ordered_cosines, recovery_vs_l0
 from groundtruth import SparseFeatureModel, preset
 from toymodels.sae import load_sae
@@ -151,7 +152,7 @@ def make_figures(out_dir: Path) -> list[Path]:
     """Draw the demo's figures from what :func:`run_demo` saved in ``out_dir``."""
     out_dir = Path(out_dir)
     rows = load_rows(out_dir / "results.json")
-    written = recovery_vs_l0(rows, out_dir / "recovery_vs_l0")
+    written = save_figure(recovery_vs_l0(rows), out_dir / "recovery_vs_l0")
     for source in sorted({r.source for r in rows}):
         true_dirs = load_file(out_dir / f"{source}-directions.safetensors")["directions"]
         first = {}  # one panel per variant: the run with its first knob
@@ -164,7 +165,8 @@ def make_figures(out_dir: Path) -> list[Path]:
             )
             for r in first.values()
         }
-        written += cosine_heatmaps(panels, out_dir / f"cosines-{source}", f"{source}: decoder rows vs true directions")
+        heatmaps = cosine_heatmaps(panels, f"{source}: decoder rows vs true directions")
+        written += save_figure(heatmaps, out_dir / f"cosines-{source}")
     return written
 
 

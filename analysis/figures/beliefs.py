@@ -9,13 +9,11 @@ prediction panel shows where each true belief landed (Shai et al. 2024, Fig. 1 a
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
-
-from analysis.figures.recovery import save_figure
+from matplotlib.figure import Figure
 
 _CORNERS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]], dtype=torch.float64)
 
@@ -70,7 +68,7 @@ class SimplexView:
         ax.set_yticks([])
 
 
-def simplex_panels(beliefs: torch.Tensor, panels: dict[str, torch.Tensor], stem: Path, title: str) -> list[Path]:
+def simplex_panels(beliefs: torch.Tensor, panels: dict[str, torch.Tensor], title: str) -> Figure:
     """The true beliefs, then each named prediction ``[..., S]``, side by side in one view."""
     view = SimplexView(beliefs)
     n = 1 + len(panels)
@@ -83,15 +81,14 @@ def simplex_panels(beliefs: torch.Tensor, panels: dict[str, torch.Tensor], stem:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(title)
-    return save_figure(fig, stem)
+    return fig
 
 
 def layer_scores(
     rows: dict[str, dict[str, float]],
     by_position: dict[str, list[float]],
-    stem: Path,
     title: str,
-) -> list[Path]:
+) -> Figure:
     """Held-out MSE per hook for each model (``rows[model][hook]``), and MSE per context position."""
     sns.set_theme(context="paper", style="whitegrid")
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
@@ -116,10 +113,10 @@ def layer_scores(
     right.set_ylabel("held-out MSE")
     right.legend(fontsize="small")
     fig.suptitle(title)
-    return save_figure(fig, stem)
+    return fig
 
 
-def emergence_curve(steps: list[int], series: dict[str, list[float]], stem: Path, title: str, ylabel: str):
+def emergence_curve(steps: list[int], series: dict[str, list[float]], title: str, ylabel: str) -> Figure:
     """One line per series (e.g. R² of the final layer, excess loss) against training tokens."""
     sns.set_theme(context="paper", style="whitegrid")
     fig, ax = plt.subplots(figsize=(5, 3.4), layout="constrained")
@@ -129,4 +126,4 @@ def emergence_curve(steps: list[int], series: dict[str, list[float]], stem: Path
     ax.set_ylabel(ylabel)
     ax.legend(fontsize="small")
     fig.suptitle(title)
-    return save_figure(fig, stem)
+    return fig

@@ -9,12 +9,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.figure import Figure
 
-from analysis.figures.recovery import save_figure
+from analysis.figures import save_figure
 from games import Board, get_game
 
 
-def board_maps(panels: dict[str, np.ndarray], stem: Path, title: str, label: str, board: Board) -> list[Path]:
+def board_maps(panels: dict[str, np.ndarray], title: str, label: str, board: Board) -> Figure:
     """One map of the board per panel (a value per square, in square order), drawn as the game draws its
     board (Othello as OthelloGPT names it, rows A–H; chess from white's side, rank 8 at the top); values in
     [0, 1], NaN (a class that never occurs there) left blank."""
@@ -28,10 +29,10 @@ def board_maps(panels: dict[str, np.ndarray], stem: Path, title: str, label: str
         ax.set_title(name, fontsize="small")
     fig.colorbar(image, ax=axes, shrink=0.8, label=label)
     fig.suptitle(title)
-    return save_figure(fig, stem)
+    return fig
 
 
-def frontier(rows: list[dict], stem: Path, title: str) -> list[Path]:
+def frontier(rows: list[dict], title: str) -> Figure:
     """Board reconstruction F1 and coverage against L0, one colour per SAE variant, trained model solid and
     random-init model dashed (the paper's frontier plot)."""
     sns.set_theme(context="paper", style="whitegrid")
@@ -54,7 +55,7 @@ def frontier(rows: list[dict], stem: Path, title: str) -> list[Path]:
         ax.set_ylim(0, 1)
     axes[1].legend(fontsize="x-small", loc="best")
     fig.suptitle(title)
-    return save_figure(fig, stem)
+    return fig
 
 
 def make_game_figures(out_dir: Path, results: dict | None = None) -> list[Path]:
@@ -64,16 +65,15 @@ def make_game_figures(out_dir: Path, results: dict | None = None) -> list[Path]:
     game, hook, board, pieces = results["config"]["game"], results["hook"], results["board"], results["pieces"]
     drawn = get_game(game).board
     title = f"{game.capitalize()} SAEs on {hook}: trained vs random-init model"
-    written = frontier(results["saes"], out_dir / "frontier", title)
+    written = save_figure(frontier(results["saes"], title), out_dir / "frontier")
     probe = {
         f"probe, {name.replace('untrained', 'random init')} ({results[name]['probe'][hook]:.3f})": results[name][
             "probe_by_square"
         ][hook]
         for name in ("trained", "untrained")
     }
-    written += board_maps(
-        probe, out_dir / "probe_by_square", f"{'/'.join(board)} probe accuracy on {hook}", "accuracy", drawn
-    )
+    maps = board_maps(probe, f"{'/'.join(board)} probe accuracy on {hook}", "accuracy", drawn)
+    written += save_figure(maps, out_dir / "probe_by_square")
     trained = [r for r in results["saes"] if r["model"] == "trained"]
     if trained:
         best = max(trained, key=lambda r: r["reconstruction_f1"])
@@ -83,11 +83,6 @@ def make_game_figures(out_dir: Path, results: dict | None = None) -> list[Path]:
             with np.errstate(all="ignore"):
                 mean = np.nanmean(np.stack([per_class[k] for k in pieces]), 0)
             per_class = {drawn.empty: per_class[drawn.empty], "pieces (mean over classes)": mean}
-        written += board_maps(
-            per_class,
-            out_dir / "latent_f1_by_square",
-            f"best latent's F1 per square: {best['variant']} {best['knob']:g} (L0 {best['l0']:.0f})",
-            "F1",
-            drawn,
-        )
+        title = f"best latent's F1 per square: {best['variant']} {best['knob']:g} (L0 {best['l0']:.0f})"
+        written += save_figure(board_maps(per_class, title, "F1", drawn), out_dir / "latent_f1_by_square")
     return written

@@ -1,28 +1,18 @@
 """Figures from saved results: decoder-vs-truth cosine heatmaps and recovery against L0.
 
-Each function reads what an experiment saved and writes ``<stem>.png`` and ``<stem>.pdf``.
+Each function takes what an experiment saved and returns a ``Figure``
+(:func:`analysis.figures.save_figure` writes it as PNG and PDF).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
+from matplotlib.figure import Figure
 
 from analysis.experiments.recovery import RecoveryRow
 from analysis.metrics.recovery import cosine_matrix
-
-
-def save_figure(fig, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` and close the figure."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
 
 
 def ordered_cosines(true_dirs: torch.Tensor, w_dec: torch.Tensor, max_features: int = 256) -> torch.Tensor:
@@ -35,7 +25,7 @@ def ordered_cosines(true_dirs: torch.Tensor, w_dec: torch.Tensor, max_features: 
     return cos[:max_features][:, order]
 
 
-def cosine_heatmaps(panels: dict[str, torch.Tensor], stem: Path, title: str) -> list[Path]:
+def cosine_heatmaps(panels: dict[str, torch.Tensor], title: str) -> Figure:
     """One heatmap per SAE: true features (rows) against latents ordered by best match (columns),
     signed cosine on a diverging colormap centred at 0."""
     sns.set_theme(context="paper", style="white")
@@ -54,10 +44,10 @@ def cosine_heatmaps(panels: dict[str, torch.Tensor], stem: Path, title: str) -> 
         ax.axis("off")
     fig.colorbar(image, ax=axes, shrink=0.6, label="cosine(decoder row, true direction)")
     fig.suptitle(title)
-    return save_figure(fig, stem)
+    return fig
 
 
-def recovery_vs_l0(rows: list[RecoveryRow], stem: Path) -> list[Path]:
+def recovery_vs_l0(rows: list[RecoveryRow]) -> Figure:
     """MCC and F1 against L0, one line per variant, one column per source."""
     sns.set_theme(context="paper", style="whitegrid")
     sources = sorted({r.source for r in rows})
@@ -80,4 +70,4 @@ def recovery_vs_l0(rows: list[RecoveryRow], stem: Path) -> list[Path]:
             else:
                 ax.set_xlabel("L0 (mean active latents)")
     axes[0, -1].legend(fontsize="small", loc="lower right")
-    return save_figure(fig, stem)
+    return fig
