@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from groundtruth.checks import check_int, check_real
 from groundtruth.config import Config
 from groundtruth.latents import ActivationBatch, SparseCodes
 from groundtruth.seeding import child_seed
@@ -46,23 +45,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MAX_SEED = 2**64 - 1  # the range torch.Generator.manual_seed accepts for non-negative seeds
-
-
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-
-
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -94,21 +76,15 @@ class ToyModelConfig(Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("n_features", self.n_features, 1)
-        _check_int("d_hidden", self.d_hidden, 1)
-        _check_int("steps", self.steps, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("seed", self.seed, 0, _MAX_SEED)
-        p = _check_real("feature_probability", self.feature_probability)
-        if not 0.0 < p <= 1.0:
-            raise ValueError(f"feature_probability must be in (0, 1], got {self.feature_probability!r}")
-        decay = _check_real("importance_decay", self.importance_decay)
-        if not 0.0 < decay <= 1.0:
-            raise ValueError(f"importance_decay must be in (0, 1], got {self.importance_decay!r}")
-        if not _check_real("lr", self.lr) > 0.0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not _check_real("weight_decay", self.weight_decay) >= 0.0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_int("n_features", self.n_features)
+        check_int("d_hidden", self.d_hidden)
+        check_int("steps", self.steps)
+        check_int("batch_size", self.batch_size)
+        check_int("seed", self.seed, 0, _MAX_SEED)
+        check_real("feature_probability", self.feature_probability, 0.0, 1.0, low_open=True)
+        check_real("importance_decay", self.importance_decay, 0.0, 1.0, low_open=True)
+        check_real("lr", self.lr, 0.0, math.inf, low_open=True, high_open=True)
+        check_real("weight_decay", self.weight_decay, 0.0, math.inf, high_open=True)
 
 
 def importances(cfg: ToyModelConfig) -> torch.Tensor:
@@ -163,7 +139,7 @@ def sample_features(n: int, cfg: ToyModelConfig, generator: torch.Generator) -> 
     feature is uniform on ``[0, 1)``. (A uniform draw of exactly 0.0 is possible, with probability
     about 2**-24, and is then indistinguishable from an inactive feature.)
     """
-    _check_int("n", n, 0)
+    check_int("n", n, 0)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     shape = (n, cfg.n_features)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from analysis.metrics.splits import sequence_split
-from groundtruth.checks import check_int, check_real
+from groundtruth.checks import check_int, check_real, check_tensor
 
 __all__ = [
     "THRESHOLDS",
@@ -53,15 +53,15 @@ _DENSE = 1 / 16  # above this fraction of positive activations, dense products b
 
 
 def _check_features(name: str, x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point():
+    check_tensor(name, x, ndim=2)
+    if not x.is_floating_point():
         raise ValueError(f"{name} must be a 2-D float tensor [n, m], got {_describe(x)}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or inf")
     return x.detach()
 
 
 def _check_labels(name: str, labels: object, n: int) -> torch.Tensor:
-    if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or labels.dtype != torch.bool:
+    check_tensor(name, labels, ndim=2)
+    if labels.dtype != torch.bool:
         raise ValueError(f"{name} must be a 2-D bool tensor [n, K], got {_describe(labels)}")
     if labels.shape[0] != n:
         raise ValueError(f"{name} has {labels.shape[0]} rows but the features have {n}; they must match")

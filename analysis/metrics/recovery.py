@@ -33,6 +33,8 @@ from typing import Any, Literal
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from groundtruth.checks import check_tensor
+
 __all__ = [
     "AbsorptionResult",
     "DEFAULT_ABSORPTION_THRESHOLD",
@@ -77,32 +79,6 @@ _CHUNK_ELEMENTS = 1 << 22
 # --------------------------------------------------------------------------------------------
 
 
-def _check_tensor(name: str, t: Any, ndim: int, *, finite: bool = True) -> torch.Tensor:
-    """Raise ValueError unless ``t`` is a ``ndim``-D tensor without NaN/inf."""
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
-    if finite and (t.is_floating_point() or t.is_complex()) and t.numel():
-        # Chunked over rows so the check never allocates a mask the size of a huge tensor.
-        step = max(1, _CHUNK_ELEMENTS // max(1, t[0].numel()))
-        for i in range(0, t.shape[0], step):
-            chunk = t[i : i + step].detach()
-            # Fast path: NaN/inf propagate through a sum; only a (rare) non-finite sum needs
-            # the element-wise check, which also tells finite overflow apart from NaN/inf.
-            if bool(torch.isfinite(chunk.sum(dtype=torch.promote_types(chunk.dtype, torch.float32)))):
-                continue
-            bad = ~torch.isfinite(chunk)
-            if bool(bad.any()):
-                idx = bad.nonzero()[0].tolist()
-                idx[0] += i
-                first = tuple(int(k) for k in idx)
-                raise ValueError(
-                    f"{name} contains a non-finite value (NaN or inf): {name}{list(first)} = {t[first].item()}"
-                )
-    return t
-
-
 def _check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     if a.shape != b.shape:
         raise ValueError(
@@ -116,8 +92,8 @@ def _check_nonempty_rows(name: str, t: torch.Tensor) -> None:
 
 
 def _check_dicts(true_dirs: Any, W_dec: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    true_dirs = _check_tensor("true_dirs", true_dirs, 2)
-    W_dec = _check_tensor("W_dec", W_dec, 2)
+    true_dirs = check_tensor("true_dirs", true_dirs, 2)
+    W_dec = check_tensor("W_dec", W_dec, 2)
     _check_nonempty_rows("true_dirs", true_dirs)
     _check_nonempty_rows("W_dec", W_dec)
     if true_dirs.shape[1] != W_dec.shape[1]:
@@ -131,8 +107,8 @@ def _check_dicts(true_dirs: Any, W_dec: Any) -> tuple[torch.Tensor, torch.Tensor
 def _check_codes(
     codes: Any, true_codes: Any, true_dirs: torch.Tensor, W_dec: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    codes = _check_tensor("codes", codes, 2)
-    true_codes = _check_tensor("true_codes", true_codes, 2)
+    codes = check_tensor("codes", codes, 2)
+    true_codes = check_tensor("true_codes", true_codes, 2)
     if codes.shape[0] != true_codes.shape[0]:
         raise ValueError(
             f"codes has shape {tuple(codes.shape)} but true_codes has shape "
@@ -152,7 +128,7 @@ def _check_codes(
 
 
 def _check_parent(parent: Any, n_features: int) -> torch.Tensor:
-    parent = _check_tensor("parent", parent, 1)
+    parent = check_tensor("parent", parent, 1)
     if parent.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise ValueError(f"parent must be an integer tensor (int64), got dtype {parent.dtype}")
     if parent.shape[0] != n_features:
@@ -402,7 +378,7 @@ def l0(codes: torch.Tensor) -> float:
 
     Why: the sparsity an SAE actually achieves; counted with ``!= 0`` so signed latents count.
     """
-    codes = _check_tensor("codes", codes, 2)
+    codes = check_tensor("codes", codes, 2)
     _check_nonempty_rows("codes", codes)
     step = _chunk_rows(codes.shape[1], None)
     nnz = sum(int((codes[i : i + step] != 0).sum()) for i in range(0, codes.shape[0], step))
@@ -410,8 +386,8 @@ def l0(codes: torch.Tensor) -> float:
 
 
 def _recon(x: Any, x_hat: Any) -> _ReconStats:
-    x = _check_tensor("x", x, 2)
-    x_hat = _check_tensor("x_hat", x_hat, 2)
+    x = check_tensor("x", x, 2)
+    x_hat = check_tensor("x_hat", x_hat, 2)
     _check_same_shape("x", x, "x_hat", x_hat)
     _check_nonempty_rows("x", x)
     stats = _ReconStats()
@@ -467,7 +443,7 @@ def dead_latents(codes: torch.Tensor) -> torch.Tensor:
     Why: dead latents waste dictionary capacity.  The answer depends on how many samples are
     given, so report that number alongside (``RecoveryReport.n_eval``).
     """
-    codes = _check_tensor("codes", codes, 2)
+    codes = check_tensor("codes", codes, 2)
     fired = torch.zeros(codes.shape[1], dtype=torch.bool, device=codes.device)
     step = _chunk_rows(codes.shape[1], None)
     for i in range(0, codes.shape[0], step):
@@ -721,8 +697,8 @@ def score_sae(
     -1 for roots) the optional hierarchy for :func:`absorption` (``absorption`` is None
     without it).  ``dead`` counts latents never non-zero over these ``n_eval`` = n samples.
     """
-    x = _check_tensor("x", x, 2)
-    true_codes = _check_tensor("true_codes", true_codes, 2)
+    x = check_tensor("x", x, 2)
+    true_codes = check_tensor("true_codes", true_codes, 2)
     _check_nonempty_rows("x", x)
     if true_codes.shape[0] != x.shape[0]:
         raise ValueError(
@@ -771,8 +747,8 @@ def score_sae(
         if not isinstance(x_hat, torch.Tensor) or x_hat.shape != xb.shape:
             got = tuple(x_hat.shape) if isinstance(x_hat, torch.Tensor) else type(x_hat).__name__
             raise ValueError(f"sae.decode(codes) must return shape {tuple(xb.shape)}, got {got}")
-        _check_tensor("sae.encode(x)", codes, 2)
-        _check_tensor("sae.decode(codes)", x_hat, 2)
+        check_tensor("sae.encode(x)", codes, 2)
+        check_tensor("sae.decode(codes)", x_hat, 2)
         recon.add(xb.to(x_hat.device), x_hat)
         code_stats.add(codes, true_codes[i : i + batch_size])
 

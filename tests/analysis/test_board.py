@@ -216,7 +216,7 @@ def test_per_position_breakdown() -> None:
 @pytest.mark.parametrize(
     ("features", "labels", "kwargs", "match"),
     [
-        (torch.zeros(3), torch.zeros(3, 1, dtype=torch.bool), {}, "features must be a 2-D float"),
+        (torch.zeros(3), torch.zeros(3, 1, dtype=torch.bool), {}, r"features must be 2-D, got shape \(3,\)"),
         (torch.zeros(3, 2), torch.zeros(3, 1), {}, "labels must be a 2-D bool"),
         (torch.zeros(3, 2), torch.zeros(4, 1, dtype=torch.bool), {}, "4 rows but the features have 3"),
         (torch.full((3, 2), torch.nan), torch.zeros(3, 1, dtype=torch.bool), {}, "NaN"),

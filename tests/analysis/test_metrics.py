@@ -621,7 +621,6 @@ _BAD_CALLS = {
         lambda: score_sae(TinySAE(2, 2, torch.Generator()), _C, _C, torch.eye(3)[:2]),
         r"true_dirs.*\(2, 3\)",
     ),
-    "not_tensor": (lambda: l0([[1.0]]), r"codes.*torch.Tensor.*list"),
 }
 
 
@@ -630,3 +629,8 @@ def test_bad_input_raises_value_error_naming_argument(case):
     call, pattern = _BAD_CALLS[case]
     with pytest.raises(ValueError, match=pattern):
         call()
+
+
+def test_a_non_tensor_is_a_type_error_naming_argument():
+    with pytest.raises(TypeError, match=r"^codes must be a torch.Tensor, got list"):
+        l0([[1.0]])

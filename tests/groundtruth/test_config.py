@@ -13,7 +13,7 @@ from analysis.experiments.beliefs import BeliefConfig
 from analysis.experiments.games import GameConfig
 from groundtruth import strategies as gts
 from groundtruth.config import Config
-from groundtruth.firing import Zipf
+from groundtruth.firing import Constant, Zipf
 from groundtruth.sparse_model import SparseFeatureConfig
 from toymodels.sae import SAEConfig
 from toymodels.sae.strategies import sae_configs
@@ -77,3 +77,20 @@ def test_replace_validates_like_the_constructor(steps, lr):
     assert (cfg.steps, cfg.lr) == (steps, lr)
     with pytest.raises(ValueError, match="lr"):
         cfg.replace(lr=-lr)
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: Constant(True), "Constant.p"),
+        (lambda: SparseFeatureConfig(d=2.5, n_features=10), "d"),
+        (lambda: SAEConfig("topk", 8, 16.0, k=4), "d_sae"),
+        (lambda: TrainConfig(steps=2.5), "steps"),
+        (lambda: TrainConfig(steps=3, lr="0.1"), "lr"),
+        (lambda: ToyModelConfig(n_features=2.5), "n_features"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_type_error_naming_the_field(make, name):
+    """The shared checks (groundtruth.checks) tell a wrong type (TypeError) from a wrong value (ValueError)."""
+    with pytest.raises(TypeError, match=rf"^{name.replace('.', '[.]')} must be"):
+        make()

@@ -116,7 +116,6 @@ def test_target_l0_reaches_the_model():
         (lambda: Constant(1.5), "Constant.p"),
         (lambda: Constant(float("nan")), "Constant.p"),
         (lambda: Constant(float("inf")), "Constant.p"),
-        (lambda: Constant(True), "Constant.p"),
         (lambda: Geometric(0.0), "Geometric.ratio"),
         (lambda: Geometric(1.01), "Geometric.ratio"),
         (lambda: Geometric(-0.5), "Geometric.ratio"),

@@ -723,7 +723,6 @@ def test_bad_correlation_matrix_raises(matrix, message):
     [
         ({"d": 0}, "d"),
         ({"d": -3}, "d"),
-        ({"d": 2.5}, "d"),
         ({"n_features": 0}, "n_features"),
         ({"n_features": -1}, "n_features"),
         ({"bias_norm": float("nan")}, "bias_norm"),

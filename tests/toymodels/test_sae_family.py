@@ -815,7 +815,6 @@ def test_p_anneal_penalty_by_hand(seed, progress, p_end, free):
         ({"architecture": "TopK"}, "architecture"),
         ({"d_in": 0}, "d_in"),
         ({"d_sae": -3}, "d_sae"),
-        ({"d_sae": 16.0}, "d_sae"),
         ({"seed": -1}, "seed"),
         ({"decoder_norm": "sphere"}, "decoder_norm"),
         ({"resample_every": -1}, "resample_every"),

@@ -286,7 +286,6 @@ def test_optimizer_uses_the_schedule(tmp_path):
     ("changes", "field"),
     [
         ({"steps": 0}, "steps"),
-        ({"steps": 2.5}, "steps"),
         ({"lr": 0.0}, "lr"),
         ({"lr": -1e-3}, "lr"),
         ({"lr": float("nan")}, "lr"),
