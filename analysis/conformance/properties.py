@@ -57,13 +57,14 @@ def sparse_data(d: int, n_features: int, seed: int) -> SparseFeatureModel:
 
 def hierarchical_data(n_features: int, d: int, seed: int) -> SparseFeatureModel:
     """Trees of one parent and three mutually exclusive children over orthonormal directions: the data an
-    SAE declared ``built_for="hierarchical"`` (Matryoshka) is checked on. Every feature has firing probability 0.2, a child only inside its
-    parent's firings, so about half of a parent's firings carry one child; coefficients are uniform on
-    [0, 2). Features left over by ``n_features // 4`` trees fire on their own."""
+    SAE declared ``built_for="hierarchical"`` (Matryoshka) is checked on. Every feature has firing
+    probability 0.2, a child only inside its parent's firings, so about half of a parent's firings carry
+    one child; coefficients are uniform on [0, 2). Features left over by ``n_features // 4`` trees fire
+    on their own."""
     hierarchy = Hierarchy(n_roots=n_features // 4, branching=3, depth=1, mutually_exclusive=True)
     # Uniform on [0, 2), not [0.5, 1.5): a latent that must reconstruct its parent alone (an early
     # Matryoshka prefix) also takes in its children's mean, less so when coefficients vary more
-    # (measured with p = 0.3 and k = 2: Matryoshka's parents at MCC 0.95-0.96 on [0.5, 1.5), 0.97-0.98 here).
+    # (measured with p = 0.3 and k = 2: Matryoshka's parents at MCC 0.95-0.96 on [0.5, 1.5), 0.97-0.98 on [0, 2)).
     cfg = SparseFeatureConfig(
         d=d,
         n_features=n_features,
