@@ -12,11 +12,12 @@ from typing import Any, Literal
 import torch
 
 from toymodels.sae import SparseAutoencoder, load_sae, save_sae
-from toymodels.sae.registry import SPARSITY_KINDS
+from toymodels.sae.registry import DATA_KINDS, SPARSITY_KINDS
 from toymodels.sae.training import Trainer
 from toymodels.training import TrainConfig
 
 Sparsity = Literal["topk", "batchtopk", "threshold", "penalty"]
+DataKind = Literal["flat", "hierarchical"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class Declared:
     - ``knob``: the factory keyword that sets sparsity, and whether raising it raises L0
       (``k``) or lowers it (a penalty coefficient).
     - ``revives_dead_within``: training steps within which a latent that never fires is resampled.
+    - ``built_for``: the data the SAE is built to recover features from, and so the data its recovery
+      property trains on: ``"flat"`` (independent features) or ``"hierarchical"`` (parents whose
+      children fire only with them; held to recovering both with less absorption than BatchTopK).
+      The same vocabulary as the SAE classes' ``built_for`` declaration.
     """
 
     nonnegative: bool = False
@@ -43,6 +48,7 @@ class Declared:
     knob: str | None = None
     knob_raises_l0: bool = True
     revives_dead_within: int | None = None
+    built_for: DataKind = "flat"
 
     def __post_init__(self) -> None:
         if self.sparsity is not None and self.sparsity not in SPARSITY_KINDS:
@@ -51,6 +57,8 @@ class Declared:
             raise ValueError(f"sparsity={self.sparsity!r} needs a positive integer k, got k={self.k!r}")
         if self.decoder_norm not in (None, "unit", "free"):
             raise ValueError(f"decoder_norm must be 'unit', 'free' or None, got {self.decoder_norm!r}")
+        if self.built_for not in DATA_KINDS:
+            raise ValueError(f"built_for must be one of {DATA_KINDS}, got {self.built_for!r}")
 
 
 def declared(sae: Any) -> Declared:
@@ -76,6 +84,7 @@ def declared(sae: Any) -> Declared:
             knob=sae.sparsity_knob,
             knob_raises_l0=sae.knob_raises_l0,
             revives_dead_within=cfg.dead_after + cfg.resample_every if resamples else None,
+            built_for=sae.built_for,
         )
     if type(sae).__module__.startswith("sae_lens"):
         arch = sae.cfg.architecture()

@@ -726,7 +726,7 @@ def test_only_the_nested_objective_leaves_the_true_dictionary_on_flat_data(arch)
     # solution (latents 0-15 = the features, b_dec = 0). BatchTopK stays there. Matryoshka's prefix losses
     # reconstruct samples whose latent lies outside a prefix by b_dec alone, which pulls b_dec towards
     # their mean and tilts every decoder row: the nested objective's optimum is not the true dictionary,
-    # which is why the conformance suite's exact-recovery property is a known miss for it.
+    # which is why the conformance suite checks its recovery on hierarchical data, what it is built for.
     g = torch.Generator().manual_seed(0)
     truth = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))[0].T.float()
     sae = make(arch, d_in=16, d_sae=32, k=1)

@@ -135,6 +135,7 @@ def test_a_subclass_must_declare_its_own_name_and_paper():
         ("saved_as", ""),
         ("suite_defaults", {"d_sae": 3}),
         ("suite_defaults", ["k"]),
+        ("built_for", "trees"),
     ],
 )
 def test_bad_declarations_are_refused_naming_them(declaration, value):

@@ -50,6 +50,7 @@ class SparseAutoencoder(nn.Module):
     saved_as: ClassVar[str]  # SAELens architecture name written to cfg.json
     suite_defaults: ClassVar[dict]
     resamples_dead: ClassVar[bool] = False  # implements resample_every (Bricken et al.'s recipe)
+    built_for: ClassVar[str] = "flat"  # the data it is built for, one of registry.DATA_KINDS
     decoder_norm: str
 
     def __init__(self, cfg: SAEConfig):

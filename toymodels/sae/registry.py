@@ -2,7 +2,8 @@
 
 A class declares what the rest of the project needs to know about it (see :data:`DECLARATIONS`):
 its name, its paper, its sparsity knob and which way the knob moves L0, its kind of sparsity, the
-decoder-norm policies it allows and the name SAELens saves it under. Config validation, factories,
+decoder-norm policies it allows and the name SAELens saves it under; and, where it differs from the
+default (:data:`DEFAULTED`), the kind of data it is built for. Config validation, factories,
 Hypothesis strategies, the experiments' variant lists, conformance declarations and the README's
 table are all derived from these declarations, so adding an architecture means adding one module
 whose class is passed to :func:`register_sae`. Users register their own classes the same way::
@@ -34,6 +35,11 @@ SPARSITY_KINDS = (
     "threshold",  # a code is non-zero exactly when its pre-activation exceeds a learned threshold
     "penalty",  # a penalty in the loss trades sparsity for reconstruction; no structural promise
 )
+# Kinds of data an architecture is built to recover features from; its conformance recovery property trains on it:
+DATA_KINDS = (
+    "flat",  # independent features (every architecture unless it says otherwise)
+    "hierarchical",  # parents whose children fire only with them (groundtruth.Hierarchy), as Matryoshka targets
+)
 KNOBS = ("k", "sparsity_coefficient")  # the SAEConfig fields a sparsity knob may be
 POLICIES = ("free", "unit")
 
@@ -47,6 +53,10 @@ DECLARATIONS = {
     "decoder_policies": f"the decoder-norm policies it allows, from {POLICIES}, its default first",
     "saved_as": "the architecture name written to SAELens's cfg.json",
     "suite_defaults": "a dict of the SAEConfig fields its conformance-suite factory sets (a sparsity for unit-scale data)",
+}
+# Declarations SparseAutoencoder gives a default for; a class overrides them only where it differs.
+DEFAULTED = {
+    "built_for": f"the kind of data it is built for, one of {DATA_KINDS} (default 'flat')",
 }
 
 _CLASSES: dict[str, type[SparseAutoencoder]] = {}
@@ -77,12 +87,12 @@ def _check_declarations(cls: type) -> None:
         "saved_as": isinstance(cls.saved_as, str) and bool(cls.saved_as),
         "suite_defaults": isinstance(cls.suite_defaults, Mapping)
         and not {"architecture", "d_in", "d_sae", "seed"} & set(cls.suite_defaults),
+        "built_for": cls.built_for in DATA_KINDS,
     }
     for declaration, ok in checks.items():
         if not ok:
-            raise TypeError(
-                f"{name}.{declaration} must be {DECLARATIONS[declaration]}, got {getattr(cls, declaration)!r}"
-            )
+            what = {**DECLARATIONS, **DEFAULTED}[declaration]
+            raise TypeError(f"{name}.{declaration} must be {what}, got {getattr(cls, declaration)!r}")
 
 
 def register_sae(cls: T) -> T:

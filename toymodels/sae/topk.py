@@ -220,6 +220,7 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     architecture = "matryoshka_batchtopk"
     paper = "Bussmann et al. 2025 (nested prefixes on BatchTopK)"
     saved_as = "jumprelu"
+    built_for = "hierarchical"  # general parents in early latents, their children later, without absorption
 
     @classmethod
     def config_strategies(cls, st, d_sae: int) -> dict:
