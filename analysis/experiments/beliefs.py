@@ -10,9 +10,9 @@ and the figures; a second run with the same config loads the trained model inste
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from analysis.experiments.activations import activations, sae_codes
 from analysis.experiments.runs import open_run
+from analysis.experiments.skeleton import sae_on_cached, trained_model
 from analysis.metrics.beliefs import (
     BeliefData,
     Fit,
@@ -35,15 +36,11 @@ from groundtruth.checks import check_int, check_real
 from groundtruth.config import Config
 from groundtruth.entropy import optimal_loss
 from groundtruth.processes import PROCESSES, process
-from toymodels.sae import SAEConfig, make_sae
-from toymodels.sae.training import train_sae
+from toymodels.sae import SAEConfig
 from toymodels.training import TrainConfig, snapshots
 from toymodels.transformer import (
     HookedTransformer,
     TransformerConfig,
-    load_transformer,
-    save_transformer,
-    train_transformer,
 )
 
 logger = logging.getLogger(__name__)
@@ -163,17 +160,9 @@ def _train_sae(model: HookedTransformer, hmm, cfg: BeliefConfig, out: Path, prog
     final = final_hook(model.cfg)
     tokens = hmm.sample(20_000, cfg.n_ctx, torch.Generator().manual_seed(cfg.seed + 2)).tokens
     acts = activations(model, tokens, [final])[1][final].reshape(-1, model.cfg.d_model)
-    g = torch.Generator().manual_seed(cfg.seed + 3)
-
-    def batches():
-        while True:
-            yield acts[torch.randint(len(acts), (1024,), generator=g)]
-
-    sae = make_sae(SAEConfig("topk", model.cfg.d_model, cfg.sae_width, k=cfg.sae_k, seed=cfg.seed))
-    train_sae(
-        sae, batches(), TrainConfig(steps=1000, lr=1e-3), checkpoint_dir=out / "sae-checkpoints", progress=progress
-    )
-    return sae
+    sae_cfg = SAEConfig("topk", model.cfg.d_model, cfg.sae_width, k=cfg.sae_k, seed=cfg.seed)
+    train = TrainConfig(steps=1000, lr=1e-3)
+    return sae_on_cached(acts, sae_cfg, train, cfg.seed + 3, checkpoint_dir=out / "sae-checkpoints", progress=progress)
 
 
 def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
@@ -183,16 +172,8 @@ def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True
     out = open_run(out_dir, {**asdict(cfg), "train": cfg.train().identity()}, replace=replace)
     hmm = process(cfg.process)
     tcfg = cfg.transformer(hmm.n_tokens)
-    started = time.perf_counter()
-    if (out / "model").exists():
-        model, minutes = load_transformer(out / "model"), None
-        logger.info("loaded the trained model from %s", out / "model")
-    else:
-        model = HookedTransformer(tcfg)
-        batches = hmm.training_batches(cfg.batch_size, cfg.n_ctx, soft=cfg.soft, seed=cfg.seed + 1)
-        train_transformer(model, batches, cfg.train(), checkpoint_dir=out / "checkpoints", progress=progress)
-        minutes = (time.perf_counter() - started) / 60
-        save_transformer(model, out / "model")
+    batches = functools.partial(hmm.training_batches, cfg.batch_size, cfg.n_ctx, soft=cfg.soft, seed=cfg.seed + 1)
+    model, minutes = trained_model(out, tcfg, batches, cfg.train(), progress=progress)
     data = belief_data(hmm, cfg.n_ctx, max_sequences=cfg.max_sequences, seed=cfg.seed + 4)
     sae = _train_sae(model, hmm, cfg, out, progress) if cfg.sae_width else None
     trained, fits, feats = score_model(model, hmm, data, shuffles=cfg.shuffles, seed=cfg.seed, sae=sae)

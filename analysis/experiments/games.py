@@ -27,22 +27,19 @@ import torch
 from analysis.experiments.activations import activations, sae_codes
 from analysis.experiments.recovery import sae_config
 from analysis.experiments.runs import open_run
+from analysis.experiments.skeleton import sae_on_cached, trained_model
 from analysis.metrics.board import class_f1, linear_probe, score_board, square_classes
 from analysis.metrics.splits import sequence_split
 from games import GAMES, PAD, Game, game_options, get_game
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int, check_real
 from groundtruth.config import Config
-from toymodels.sae import SAEConfig, architectures, load_sae, make_sae, save_sae, saved_config
-from toymodels.sae.training import train_sae
+from toymodels.sae import SAEConfig, architectures, load_sae, save_sae, saved_config
 from toymodels.training import TrainConfig
 from toymodels.transformer import (
     HookedTransformer,
     TransformerConfig,
-    load_transformer,
     next_token_loss,
-    save_transformer,
-    train_transformer,
 )
 
 logger = logging.getLogger(__name__)
@@ -262,14 +259,8 @@ def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress:
             return load_sae(path)
         logger.info("retraining %s: it was trained under other SAE defaults", path)
     acts = data()
-    g = torch.Generator().manual_seed(cfg.seed + 3)
-
-    def batches():
-        while True:
-            yield acts[torch.randint(len(acts), (1024,), generator=g)]
-
-    sae = make_sae(cfg.sae(variant, knob, acts.shape[1]))
-    train_sae(sae, batches(), TrainConfig(steps=cfg.sae_steps, lr=1e-3), progress=progress)
+    train = TrainConfig(steps=cfg.sae_steps, lr=1e-3)
+    sae = sae_on_cached(acts, cfg.sae(variant, knob, acts.shape[1]), train, cfg.seed + 3, progress=progress)
     save_sae(sae, path)
     return sae
 
@@ -282,13 +273,7 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     out = open_run(out_dir, cfg.model_identity(), replace=replace)
     tcfg = cfg.transformer()
     started = time.perf_counter()
-    if (out / "model").exists():
-        model, minutes = load_transformer(out / "model"), None
-    else:
-        model = HookedTransformer(tcfg)
-        train_transformer(model, cfg.batches(), cfg.train(), checkpoint_dir=out / "checkpoints", progress=progress)
-        minutes = (time.perf_counter() - started) / 60
-        save_transformer(model, out / "model")
+    model, minutes = trained_model(out, tcfg, cfg.batches, cfg.train(), progress=progress)
     untrained = HookedTransformer(tcfg)
     games = EvalGames.draw(cfg, cfg.eval_games, cfg.seed + 1_000_003)
     hooks = ["blocks.0.hook_resid_pre"] + [resid(layer) for layer in range(tcfg.n_layers)]
