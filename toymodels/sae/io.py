@@ -21,12 +21,11 @@ from safetensors.torch import load_file, save_file
 from groundtruth.atomic import atomic_dir, recover_dir
 from toymodels.sae.base import SparseAutoencoder
 from toymodels.sae.config import SAEConfig
-from toymodels.sae.registry import SAE_CLASSES, make_sae
+from toymodels.sae.registry import SAE_CLASSES, make_sae, sae_class
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 _FROM_SAELENS = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")  # our names too
-_TOPK_LIKE = ("topk", "batchtopk", "matryoshka_batchtopk")
 
 
 def sae_cfg_dict(sae: SparseAutoencoder) -> dict:
@@ -81,19 +80,20 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         arch = raw.get("architecture", "standard")
         if arch not in _FROM_SAELENS:
             raise ValueError(f"cannot load SAELens architecture {arch!r}; supported: {sorted(_FROM_SAELENS)}")
+        topk_like = sae_class(arch).sparsity_knob == "k"
         # SAELens's rescale_acts_by_decoder_norm is our free decoder policy (TopK-like only; raw rows kept)
-        rescaled = arch in _TOPK_LIKE and bool(raw.get("rescale_acts_by_decoder_norm", False))
+        rescaled = topk_like and bool(raw.get("rescale_acts_by_decoder_norm", False))
         k = raw.get("k", 32)
         if isinstance(k, float) and k.is_integer():
             k = int(k)
-        elif arch in _TOPK_LIKE and not isinstance(k, int):
+        elif topk_like and not isinstance(k, int):
             raise ValueError(f"k={k!r} in cfg.json: our {arch} SAE keeps a whole number of latents per sample")
         cfg = SAEConfig(
             architecture=arch,
             d_in=raw["d_in"],
             d_sae=raw["d_sae"],
             k=k,
-            decoder_norm="free" if rescaled else "unit" if arch in _TOPK_LIKE else None,
+            decoder_norm="free" if rescaled else "unit" if topk_like else None,
             matryoshka_prefixes=tuple(raw.get("matryoshka_widths", ())),
         )
         if "topk_threshold" in weights:  # BatchTopK's running threshold, its inference threshold for every latent
