@@ -81,6 +81,22 @@ def _run_options(parser: argparse.ArgumentParser, *, seeds: str, out: str) -> No
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _model_options(parser: argparse.ArgumentParser, models: dict, defaults, *, sizes: str, unit: str) -> None:
+    """The options every experiment that trains a transformer takes: its size by name (``sizes`` describes
+    them), steps, batch size (of ``unit``) and learning rate, with ``defaults`` (the experiment's config)."""
+    parser.add_argument(
+        "--model",
+        choices=sorted(models),
+        default=defaults.model,
+        help=f"size by name; {sizes} (default: %(default)s)",
+    )
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="training steps (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help=f"{unit} per step (default: %(default)s)"
+    )
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+
+
 def _config(cls: type[_T], **fields: object) -> _T:
     """``cls(**fields)`` for a config made from the command line: a value it refuses is an argument error."""
     try:
@@ -208,18 +224,8 @@ def _beliefs_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.process,
         help="process from the zoo; mess3 is the paper's (x 0.05, alpha 0.85) (default: %(default)s)",
     )
-    parser.add_argument(
-        "--model",
-        choices=sorted(MODELS),
-        default=defaults.model,
-        help="size by name; paper = 4 layers, d_model 64, 1 head, d_mlp 256 (default: %(default)s)",
-    )
+    _model_options(parser, MODELS, defaults, sizes="paper = 4 layers, d_model 64, 1 head, d_mlp 256", unit="sequences")
     parser.add_argument("--n-ctx", type=int, default=defaults.n_ctx, help="context length (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="training steps (default: %(default)s)")
-    parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="sequences per step (default: %(default)s)"
-    )
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--soft", action="store_true", help="train on exact next-token distributions")
     parser.add_argument("--sae-width", type=int, default=0, help="also score a TopK SAE of this width (0: none)")
     _run_options(parser, seeds="weights, data and split", out="groundtruth-beliefs/PROCESS-MODEL")
@@ -280,17 +286,9 @@ def _games_options(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="chess: weight of captures against other moves (default: 1)",
     )
-    parser.add_argument(
-        "--model",
-        choices=sorted(GAME_MODELS),
-        default=game_defaults.model,
-        help="size by name; paper = 8 layers x 512 (a GPU recipe), small = 4 x 128 (default: %(default)s)",
+    _model_options(
+        parser, GAME_MODELS, game_defaults, sizes="paper = 8 layers x 512 (a GPU recipe), small = 4 x 128", unit="games"
     )
-    parser.add_argument("--steps", type=int, default=game_defaults.steps, help="training steps (default: %(default)s)")
-    parser.add_argument(
-        "--batch-size", type=int, default=game_defaults.batch_size, help="games per step (default: %(default)s)"
-    )
-    parser.add_argument("--lr", type=float, default=game_defaults.lr, help="Adam learning rate (default: %(default)s)")
     parser.add_argument(
         "--hook",
         default="",
