@@ -122,6 +122,7 @@ RESUME_CASES = {  # name -> (architecture, SAEConfig fields, TrainConfig fields)
     "gated": ("gated", {}, {}),
     "matryoshka_batchtopk": ("matryoshka_batchtopk", {"k": 2, "dead_after": 3}, {}),
     "p_anneal": ("p_anneal", {}, {}),
+    "standard_target_l0": ("standard", {"target_l0": 2.0}, {}),  # the controller's coefficient resumes too
 }
 
 

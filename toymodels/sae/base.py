@@ -67,6 +67,8 @@ class SparseAutoencoder(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
         self.register_buffer("steps_since_fired", torch.zeros(cfg.d_sae, dtype=torch.int64))
+        if cfg.target_l0 is not None:  # the L0 controller's state, checkpointed with the weights
+            self.register_buffer("coefficient", torch.tensor(float(cfg.sparsity_coefficient), dtype=torch.float64))
 
     # -- inference ---------------------------------------------------------------------------------
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,12 +105,30 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def after_optimizer_step(self, x: torch.Tensor, codes: torch.Tensor, optimizer, step: int) -> None:
-        """Enforce the decoder-norm policy and track which latents fire."""
+        """Enforce the decoder-norm policy, track which latents fire, and steer L0 (with ``target_l0``)."""
         if self.decoder_norm == "unit":
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
         fired = (codes > 0).any(0)
         self.steps_since_fired += 1
         self.steps_since_fired[fired] = 0
+        if self.cfg.target_l0 is not None:
+            self.steer_l0(codes)
+
+    # Per step, the coefficient is multiplied by (batch L0 / target) ** rate: a proportional controller in
+    # log space, as SynthSAEBench's L0 autotuner adjusts its coefficient while the SAE trains.
+    l0_control_rate: ClassVar[float] = 0.02
+
+    def sparsity_coefficient(self) -> float:
+        """The coefficient of the sparsity term now: the config's, or the L0 controller's current value."""
+        return self.cfg.sparsity_coefficient if self.cfg.target_l0 is None else float(self.coefficient)
+
+    @torch.no_grad()
+    def steer_l0(self, codes: torch.Tensor) -> None:
+        """Move the coefficient towards the value that holds ``cfg.target_l0`` (a larger penalty, fewer
+        active latents), from the L0 of the batch just trained on."""
+        l0 = float((codes > 0).sum(-1).float().mean())
+        ratio = (l0 + 0.1) / (self.cfg.target_l0 + 0.1)  # + 0.1: a batch with no active latent still moves it
+        self.coefficient *= ratio ** (self.l0_control_rate if not self.knob_raises_l0 else -self.l0_control_rate)
 
     def dead_mask(self) -> torch.Tensor:
         return self.steps_since_fired >= self.cfg.dead_after

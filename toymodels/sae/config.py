@@ -34,6 +34,7 @@ class SAEConfig(Config):
     jump_init_threshold: float | None = None  # None: set from the first training batch (see JumpReLUSAE)
     matryoshka_prefixes: tuple[int, ...] = ()  # nested dictionary sizes; the last is d_sae
     p_end: float = 0.2  # p-annealing: final exponent of the L_p penalty
+    target_l0: float | None = None  # penalty SAEs: steer sparsity_coefficient (the start) to hold this L0
 
     def __post_init__(self) -> None:
         cls = sae_class(self.architecture)
@@ -69,6 +70,11 @@ class SAEConfig(Config):
         if self.jump_init_threshold is not None:
             check_real("jump_init_threshold", self.jump_init_threshold, 0.0, low_open=True)
         check_real("p_end", self.p_end, 0.0, 1.0, low_open=True)
+        if self.target_l0 is not None:
+            if cls.sparsity_knob != "sparsity_coefficient":
+                raise ValueError(f"target_l0={self.target_l0}: {self.architecture} sets its L0 with k, not a penalty")
+            check_real("target_l0", self.target_l0, 0.0, self.d_sae, low_open=True)
+            check_real("sparsity_coefficient", self.sparsity_coefficient, 0.0, low_open=True)
         prefixes = tuple(self.matryoshka_prefixes)
         if prefixes and (list(prefixes) != sorted(set(prefixes)) or prefixes[-1] != self.d_sae or prefixes[0] < 1):
             raise ValueError(

@@ -65,5 +65,5 @@ class GatedSAE(SparseAutoencoder):
         gate_acts = F.relu(gate)
         penalty = (gate_acts * self.W_dec.norm(dim=1)).sum(-1).mean()
         aux = mse_loss(x, gate_acts @ self.W_dec.detach() + self.b_dec.detach())
-        total = mse + self.cfg.sparsity_coefficient * warmup(progress) * penalty + aux
+        total = mse + self.sparsity_coefficient() * warmup(progress) * penalty + aux
         return LossTerms(total, mse, codes.detach(), {"sparsity": float(penalty.detach()), "aux": float(aux.detach())})

@@ -109,7 +109,7 @@ class JumpReLUSAE(SparseAutoencoder):
         codes = _JumpReLU.apply(z, threshold, self.cfg.jump_bandwidth)
         mse = mse_loss(x, self.decode(codes))
         l0 = _Step.apply(z, threshold, self.cfg.jump_bandwidth).sum(-1).mean()
-        total = mse + self.cfg.sparsity_coefficient * min(1.0, progress / 0.05) * l0
+        total = mse + self.sparsity_coefficient() * min(1.0, progress / 0.05) * l0
         return LossTerms(total, mse, codes.detach(), {"l0": float(l0.detach())})
 
     @torch.no_grad()

@@ -49,7 +49,7 @@ class StandardSAE(SparseAutoencoder):
         codes = self.encode(x)
         mse = mse_loss(x, self.decode(codes))
         penalty = self.penalty(codes, progress)
-        total = mse + self.cfg.sparsity_coefficient * warmup(progress) * penalty
+        total = mse + self.sparsity_coefficient() * warmup(progress) * penalty
         return LossTerms(total, mse, codes.detach(), {"sparsity": float(penalty.detach())})
 
     @torch.no_grad()
