@@ -180,7 +180,8 @@ def snapshots(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
 
 def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, train: TrainConfig, device) -> tuple[int, list[dict]]:
     meta = json.loads((path / "trainer.json").read_text())
-    if meta["config"] != sae.cfg.to_dict():
+    # Compared as configs, so a checkpoint written before a field was added (at its default) still resumes.
+    if type(sae.cfg).from_dict(meta["config"]) != sae.cfg:
         raise ValueError(f"checkpoint at {str(path)!r} was written for a different config: {meta['config']}")
     if meta.get("train") != train.identity():
         raise ValueError(

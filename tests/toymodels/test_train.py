@@ -204,6 +204,25 @@ def test_checkpoints_follow_wall_time_and_resume_exactly(tmp_path, monkeypatch):
     assert TrainConfig(steps=12, checkpoint_seconds=1.0).identity() == TrainConfig(steps=12).identity()
 
 
+def test_a_checkpoint_from_before_a_config_field_existed_resumes(tmp_path):
+    """A checkpoint whose recorded config lacks a field added later (at its default) is the same config."""
+    train = TrainConfig(steps=4, checkpoint_every=2)
+    with pytest.raises(Interrupted):
+        train_sae(
+            make("standard", seed=0),
+            interrupt_after(gaussian_stream(0), 3),
+            train,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    meta_path = tmp_path / "latest" / "trainer.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["target_l0"]
+    meta_path.write_text(json.dumps(meta))
+    resumed = train_sae(make("standard", seed=0), gaussian_stream(0), train, checkpoint_dir=tmp_path, progress=False)
+    assert resumed.samples == 2 * next(gaussian_stream(0)).shape[0]  # two steps left after the step-2 checkpoint
+
+
 def test_checkpoint_for_a_different_config_raises(tmp_path):
     train = TrainConfig(steps=2, checkpoint_every=1)
     train_sae(make("standard", seed=0), gaussian_stream(0), train, checkpoint_dir=tmp_path, progress=False)
