@@ -87,13 +87,14 @@ def run_variant(
         eval_batch = source.eval_set(n_eval)
     parent = source.parent if bool((source.parent >= 0).any()) else None
     report = score_sae(sae, eval_batch.x, eval_batch.codes.to_dense(), eval_batch.directions, parent=parent)
-    knob_name = sae_class(sae_cfg.architecture).sparsity_knob
+    # The knob as trained: k, or the coefficient the L0 controller ended at (the config's without target_l0).
+    knob = sae_cfg.k if sae_class(sae_cfg.architecture).sparsity_knob == "k" else sae.sparsity_coefficient()
     row = RecoveryRow(
         source=source_name,
         variant=sae_cfg.architecture,
         seed=sae_cfg.seed,
         d_sae=sae_cfg.d_sae,
-        knob=float(getattr(sae_cfg, knob_name)),
+        knob=float(knob),
         seconds=seconds,
         **{k: v for k, v in report.to_dict().items() if k in RecoveryRow.__dataclass_fields__},
     )
