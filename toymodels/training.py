@@ -87,6 +87,25 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+def gradient_step(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    train: TrainConfig,
+    step: int,
+    before_step: Callable[[], None] | None = None,
+) -> None:
+    """One optimiser step as every model here takes it: the scheduled learning rate for ``step``, backward,
+    the caller's hook (e.g. an SAE projecting gradients), gradient clipping, the step."""
+    for group in optimizer.param_groups:
+        group["lr"] = train.lr_at(step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if before_step is not None:
+        before_step()
+    train.clip([p for group in optimizer.param_groups for p in group["params"]])
+    optimizer.step()
+
+
 def fit(
     module: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -193,4 +212,4 @@ def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, train: TrainCon
     return int(meta["step"]), list(meta["history"])
 
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "snapshots"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "gradient_step", "snapshots"]

@@ -32,7 +32,7 @@ from torch import nn
 from groundtruth.atomic import atomic_dir, recover_dir
 from groundtruth.checks import check_int
 from groundtruth.config import Config
-from toymodels.training import TrainConfig, TrainResult, fit
+from toymodels.training import TrainConfig, TrainResult, fit, gradient_step
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -362,13 +362,8 @@ def train_transformer(
 
     def step_fn(batch, step: int):
         inputs, targets = (batch[:, :-1], batch[:, 1:]) if isinstance(batch, torch.Tensor) else batch
-        for group in optimizer.param_groups:
-            group["lr"] = train.lr_at(step)
         loss = next_token_loss(model(inputs.to(device)), targets.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        train.clip(model.parameters())
-        optimizer.step()
+        gradient_step(optimizer, loss, train, step)
         return inputs.numel(), lambda: {"loss": float(loss.detach())}
 
     return fit(model, optimizer, step_fn, batches, train, checkpoint_dir, progress, "transformer")

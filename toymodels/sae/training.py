@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from toymodels.sae.base import LossTerms, SparseAutoencoder
-from toymodels.training import TrainConfig, TrainResult, fit
+from toymodels.training import TrainConfig, TrainResult, fit, gradient_step
 
 
 class Trainer:
@@ -22,14 +22,8 @@ class Trainer:
 
     def step(self, x: torch.Tensor, step: int) -> LossTerms:
         """Train on batch ``x`` as step ``step`` (0-based) of ``train.steps``; returns the loss terms."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.train.lr_at(step)
         terms = self.sae.training_loss(x, step / self.train.steps)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        self.sae.before_optimizer_step()
-        self.train.clip(self.sae.parameters())
-        self.optimizer.step()
+        gradient_step(self.optimizer, terms.total, self.train, step, self.sae.before_optimizer_step)
         self.sae.after_optimizer_step(x, terms.codes, self.optimizer, step + 1)
         return terms
 
