@@ -106,6 +106,17 @@ def gradient_step(
     optimizer.step()
 
 
+@dataclass
+class Learner:
+    """One model in a training loop: its optimiser, its step ``step(batch, step) -> (samples, record)``
+    and the folder its checkpoints go to (None: no checkpoints)."""
+
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: Callable[[object, int], tuple[int, Callable[[], dict]]]
+    checkpoint_dir: str | Path | None = None
+
+
 def fit(
     module: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -116,19 +127,35 @@ def fit(
     progress: bool,
     desc: str,
 ) -> TrainResult:
-    """The loop every trainer shares: resume from a checkpoint, fast-forward the stream past the
-    batches already consumed, call ``step_fn(batch, step) -> (samples, record)`` for each step, log
-    ``record()`` every ``train.log_every`` steps, and checkpoint atomically (every ``checkpoint_every``
-    steps, every ``checkpoint_seconds`` of wall time, and at the end). ``module.cfg.to_dict()``
-    and ``train.identity()`` identify the run, so a checkpoint from another configuration is refused."""
-    module.train()
-    start_step, history = 0, []
-    ckpt = Path(checkpoint_dir) / "latest" if checkpoint_dir is not None else None
-    if ckpt is not None:
-        recover_dir(ckpt)
-    if ckpt is not None and ckpt.exists():
-        start_step, history = load_checkpoint(ckpt, module, optimizer, train, next(module.parameters()).device)
-        logger.info("resuming from %s at step %d", ckpt, start_step)
+    """Train one model: :func:`fit_together` with a single :class:`Learner`."""
+    (result,) = fit_together([Learner(module, optimizer, step_fn, checkpoint_dir)], batches, train, progress, desc)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def fit_together(
+    learners: list[Learner],
+    batches: Iterable,
+    train: TrainConfig,
+    progress: bool,
+    desc: str,
+    *,
+    isolate: bool = False,
+) -> list[TrainResult | BaseException]:
+    """The loop every trainer shares, over one or several models fed the same batches (each batch is drawn
+    once: several SAEs on one stream pay for the data once, as SAELens's multi-SAE runner does).
+
+    Each learner resumes from its checkpoint; the stream is fast-forwarded past the batches the least
+    advanced one consumed, and a learner joins at the step it stopped at. ``learner.step(batch, step)``
+    runs for each step, ``record()`` is logged every ``train.log_every`` steps, and checkpoints are written
+    atomically (every ``checkpoint_every`` steps, every ``checkpoint_seconds`` of wall time, and at the end).
+    ``module.cfg.to_dict()`` and ``train.identity()`` identify a run, so a checkpoint from another
+    configuration is refused. With ``isolate``, a learner whose step raises is dropped and its exception
+    takes its place in the results, so the others finish; otherwise the exception propagates.
+    """
+    states = [_LearnerState.open(learner, train) for learner in learners]
+    start_step = min((s.step for s in states), default=train.steps)
     stream = iter(batches)
 
     def draw(step: int):
@@ -139,35 +166,78 @@ def fit(
 
     for step in range(start_step):  # fast-forward a deterministic stream past consumed batches
         draw(step)
-    if train.snapshot_every:
-        if checkpoint_dir is None:
-            raise ValueError("train.snapshot_every needs a checkpoint_dir to keep the snapshots in")
-        if start_step == 0:
-            save_snapshot(Path(checkpoint_dir), module, 0)
-    started, samples = time.perf_counter(), 0
-    last_checkpoint = time.monotonic()
+    started, last_checkpoint = time.perf_counter(), time.monotonic()
     bar = tqdm(total=train.steps, initial=start_step, desc=desc, disable=not progress)
     for step in range(start_step, train.steps):
-        n, record = step_fn(draw(step), step)
-        samples += n
-        if (step + 1) % train.log_every == 0 or step + 1 == train.steps:
-            entry = {"step": step + 1, **record()}
-            history.append(entry)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k in ("loss", "l0")})
-            logger.info("step %d: %s", step + 1, entry)
-        bar.update(1)
-        if ckpt is not None and (
-            (train.checkpoint_every and (step + 1) % train.checkpoint_every == 0)
-            or (train.checkpoint_seconds and time.monotonic() - last_checkpoint >= train.checkpoint_seconds)
-            or step + 1 == train.steps
-        ):
-            save_checkpoint(ckpt, module, optimizer, train, step + 1, history)
+        batch = draw(step)
+        due = bool(train.checkpoint_seconds) and time.monotonic() - last_checkpoint >= train.checkpoint_seconds
+        for state in states:
+            if state.error is None and state.step <= step:
+                try:
+                    state.advance(batch, step, train, bar, checkpoint_due=due)
+                except Exception as err:
+                    if not isolate:
+                        raise
+                    logger.warning("%s failed at step %d: %s", desc, step, err)
+                    state.error = err
+        if due:
             last_checkpoint = time.monotonic()
-        if train.snapshot_every and ((step + 1) % train.snapshot_every == 0 or step + 1 == train.steps):
-            save_snapshot(Path(checkpoint_dir), module, step + 1)
+        bar.update(1)
     bar.close()
-    module.eval()
-    return TrainResult(train.steps, time.perf_counter() - started, samples, history)
+    for state in states:
+        state.learner.module.eval()
+    seconds = time.perf_counter() - started
+    return [s.error if s.error is not None else TrainResult(train.steps, seconds, s.samples, s.history) for s in states]
+
+
+@dataclass
+class _LearnerState:
+    """Where one learner of :func:`fit_together` stands: its step, history and samples so far."""
+
+    learner: Learner
+    step: int
+    history: list[dict]
+    samples: int = 0
+    error: BaseException | None = None
+
+    @classmethod
+    def open(cls, learner: Learner, train: TrainConfig) -> _LearnerState:
+        learner.module.train()
+        step, history = 0, []
+        folder = Path(learner.checkpoint_dir) if learner.checkpoint_dir is not None else None
+        if folder is not None:
+            recover_dir(folder / "latest")
+            if (folder / "latest").exists():
+                device = next(learner.module.parameters()).device
+                step, history = load_checkpoint(folder / "latest", learner.module, learner.optimizer, train, device)
+                logger.info("resuming from %s at step %d", folder / "latest", step)
+        if train.snapshot_every:
+            if folder is None:
+                raise ValueError("train.snapshot_every needs a checkpoint_dir to keep the snapshots in")
+            if step == 0:
+                save_snapshot(folder, learner.module, 0)
+        return cls(learner, step, history)
+
+    def advance(self, batch, step: int, train: TrainConfig, bar, *, checkpoint_due: bool) -> None:
+        n, record = self.learner.step(batch, step)
+        self.samples += n
+        self.step = step + 1
+        if self.step % train.log_every == 0 or self.step == train.steps:
+            entry = {"step": self.step, **record()}
+            self.history.append(entry)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k in ("loss", "l0")})
+            logger.info("step %d: %s", self.step, entry)
+        folder = Path(self.learner.checkpoint_dir) if self.learner.checkpoint_dir is not None else None
+        if folder is not None and (
+            (train.checkpoint_every and self.step % train.checkpoint_every == 0)
+            or checkpoint_due
+            or self.step == train.steps
+        ):
+            save_checkpoint(
+                folder / "latest", self.learner.module, self.learner.optimizer, train, self.step, self.history
+            )
+        if train.snapshot_every and (self.step % train.snapshot_every == 0 or self.step == train.steps):
+            save_snapshot(folder, self.learner.module, self.step)
 
 
 def save_checkpoint(
@@ -212,4 +282,4 @@ def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, train: TrainCon
     return int(meta["step"]), list(meta["history"])
 
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "gradient_step", "snapshots"]
+__all__ = ["Learner", "TrainConfig", "TrainResult", "fit", "fit_together", "gradient_step", "snapshots"]

@@ -7,12 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sae_helpers import make
 
 from analysis.metrics.recovery import mcc
 from toymodels import training
 from toymodels.sae import SAEConfig, SparseAutoencoder, architectures, make_sae
-from toymodels.sae.training import Trainer, train_sae
+from toymodels.sae.training import Trainer, train_sae, train_saes
 from toymodels.training import TrainConfig
 
 
@@ -348,3 +350,80 @@ def test_train_accepts_activation_batches():
     batches = (Batch(x) for x in gaussian_stream(3))
     result = train_sae(sae, batches, TrainConfig(steps=3, log_every=1), progress=False)
     assert result.samples == 3 * 32 and len(result.history) == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# several SAEs on one stream
+# ------------------------------------------------------------------------------------------------
+
+
+def _equal_weights(a: SparseAutoencoder, b: SparseAutoencoder) -> bool:
+    return all(torch.equal(b.state_dict()[name], value) for name, value in a.state_dict().items())
+
+
+@given(seed=st.integers(0, 2**16), cases=st.lists(st.sampled_from(sorted(RESUME_CASES)), min_size=2, max_size=3))
+@settings(max_examples=6, deadline=None)
+def test_saes_trained_together_equal_each_trained_alone(seed, cases):
+    """One shared stream drawn once gives every SAE the bytes it would have had alone."""
+    train = TrainConfig(steps=8, lr=1e-2, warmup_steps=2, log_every=1)
+    configs = [SAEConfig(RESUME_CASES[c][0], 8, 24, seed=seed + i, **RESUME_CASES[c][1]) for i, c in enumerate(cases)]
+    alone = [make_sae(cfg) for cfg in configs]
+    for sae in alone:
+        train_sae(sae, resume_stream(), train, progress=False)
+    drawn = []
+
+    def counted(stream):
+        for x in stream:
+            drawn.append(x)
+            yield x
+
+    together = [make_sae(cfg) for cfg in configs]
+    results = train_saes(together, counted(resume_stream()), train, progress=False)
+    assert len(drawn) == train.steps  # each batch drawn once for all of them
+    assert all(r.samples == 32 * train.steps for r in results)
+    for a, b in zip(alone, together, strict=True):
+        assert _equal_weights(a, b)
+
+
+def test_saes_resume_together_from_checkpoints_at_different_steps(tmp_path):
+    """A group killed between two SAEs' checkpoints resumes each from its own step, to the same weights."""
+    train = TrainConfig(steps=12, lr=1e-2, checkpoint_every=4, log_every=1)
+    configs = [SAEConfig("topk", 8, 24, k=2, seed=1), SAEConfig("standard", 8, 24, seed=2)]
+    reference = [make_sae(cfg) for cfg in configs]
+    train_saes(reference, resume_stream(), train, progress=False)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    first = make_sae(configs[0])
+    with pytest.raises(Interrupted):  # only the first SAE got as far as step 8
+        train_sae(first, interrupt_after(resume_stream(), 9), train, checkpoint_dir=dirs[0], progress=False)
+    resumed = [make_sae(cfg) for cfg in configs]
+    train_saes(resumed, resume_stream(), train, checkpoint_dirs=dirs, progress=False)
+    for a, b in zip(reference, resumed, strict=True):
+        assert _equal_weights(a, b)
+
+
+def test_isolate_keeps_the_others_training_when_one_sae_raises(monkeypatch):
+    train = TrainConfig(steps=6, lr=1e-2, log_every=1)
+    configs = [SAEConfig("topk", 8, 24, k=2, seed=1), SAEConfig("standard", 8, 24, seed=2)]
+    reference = make_sae(configs[1])
+    train_sae(reference, resume_stream(), train, progress=False)
+    broken, healthy = (make_sae(cfg) for cfg in configs)
+    original = broken.training_loss
+
+    def fails_at_step_3(x, progress):
+        if progress >= 3 / train.steps:
+            raise RuntimeError("loss exploded")
+        return original(x, progress)
+
+    monkeypatch.setattr(broken, "training_loss", fails_at_step_3)
+    with pytest.raises(RuntimeError, match="loss exploded"):
+        train_saes([broken, make_sae(configs[1])], resume_stream(), train, progress=False)
+    broken = make_sae(configs[0])
+    monkeypatch.setattr(broken, "training_loss", fails_at_step_3)
+    failed, finished = train_saes([broken, healthy], resume_stream(), train, progress=False, isolate=True)
+    assert isinstance(failed, RuntimeError) and "loss exploded" in str(failed)
+    assert finished.steps == train.steps and _equal_weights(reference, healthy)
+
+
+def test_train_saes_checks_its_checkpoint_list():
+    with pytest.raises(ValueError, match="checkpoint_dirs has 1 entries for 2 SAEs"):
+        train_saes([make("topk"), make("topk")], resume_stream(), TrainConfig(steps=2), checkpoint_dirs=[None])

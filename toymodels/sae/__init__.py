@@ -18,7 +18,7 @@ from toymodels.sae.registry import (
 )
 from toymodels.sae.relu import PAnnealSAE, StandardSAE
 from toymodels.sae.topk import BatchTopKSAE, MatryoshkaBatchTopKSAE, TopKSAE
-from toymodels.sae.training import Trainer, train_sae
+from toymodels.sae.training import Trainer, train_sae, train_saes
 
 __all__ = [
     "BatchTopKSAE",
@@ -42,4 +42,5 @@ __all__ = [
     "save_sae",
     "saved_config",
     "train_sae",
+    "train_saes",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from toymodels.sae.base import LossTerms, SparseAutoencoder
-from toymodels.training import TrainConfig, TrainResult, fit, gradient_step
+from toymodels.training import Learner, TrainConfig, TrainResult, fit_together, gradient_step
 
 
 class Trainer:
@@ -43,21 +43,59 @@ def train_sae(
     :class:`groundtruth.ActivationBatch`). With ``checkpoint_dir`` set, a checkpoint is written every
     ``train.checkpoint_every`` steps and at the end, and an existing checkpoint is resumed from.
     """
-    device = torch.device(device) if device is not None else sae.device
-    sae.to(device)
-    trainer = Trainer(sae, train)
-
-    def step_fn(x, step: int) -> tuple[int, Callable[[], dict]]:
-        x = x.x if hasattr(x, "x") else x
-        terms = trainer.step(x.to(device), step)
-        return x.shape[0], lambda: {
-            "loss": float(terms.total.detach()),
-            "mse": float(terms.mse.detach()),
-            "l0": float((terms.codes > 0).sum(-1).float().mean()),
-            **terms.parts,
-        }
-
-    return fit(sae, trainer.optimizer, step_fn, batches, train, checkpoint_dir, progress, f"{sae.architecture} SAE")
+    (result,) = train_saes([sae], batches, train, checkpoint_dirs=[checkpoint_dir], progress=progress, device=device)
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
-__all__ = ["Trainer", "train_sae"]
+def train_saes(
+    saes: list[SparseAutoencoder],
+    batches: Iterable,
+    train: TrainConfig,
+    *,
+    checkpoint_dirs: list[str | Path | None] | None = None,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    isolate: bool = False,
+) -> list[TrainResult | BaseException]:
+    """Train several SAEs in place on one stream: each batch is drawn (and moved to the device) once and
+    every SAE takes its step on it, as if each had been trained alone on the same batches.
+
+    ``checkpoint_dirs`` gives each SAE its own checkpoint folder (or None). With ``isolate``, an SAE whose
+    training raises is dropped, its exception takes its place in the results, and the others go on.
+    """
+    if checkpoint_dirs is None:
+        checkpoint_dirs = [None] * len(saes)
+    if len(checkpoint_dirs) != len(saes):
+        raise ValueError(f"checkpoint_dirs has {len(checkpoint_dirs)} entries for {len(saes)} SAEs")
+    last: list = [None, None]  # the batch most recently moved to the device, by identity
+
+    def on_device(batch, target: torch.device) -> torch.Tensor:
+        if last[0] is not batch or last[1].device != target:
+            x = batch.x if hasattr(batch, "x") else batch
+            last[:] = [batch, x.to(target)]
+        return last[1]
+
+    learners = []
+    for sae, folder in zip(saes, checkpoint_dirs, strict=True):
+        target = torch.device(device) if device is not None else sae.device
+        sae.to(target)
+        trainer = Trainer(sae, train)
+
+        def step_fn(batch, step: int, trainer=trainer, target=target) -> tuple[int, Callable[[], dict]]:
+            x = on_device(batch, target)
+            terms = trainer.step(x, step)
+            return x.shape[0], lambda: {
+                "loss": float(terms.total.detach()),
+                "mse": float(terms.mse.detach()),
+                "l0": float((terms.codes > 0).sum(-1).float().mean()),
+                **terms.parts,
+            }
+
+        learners.append(Learner(sae, trainer.optimizer, step_fn, folder))
+    desc = f"{saes[0].architecture} SAE" if len(saes) == 1 else f"{len(saes)} SAEs"
+    return fit_together(learners, batches, train, progress, desc, isolate=isolate)
+
+
+__all__ = ["Trainer", "train_sae", "train_saes"]
