@@ -97,6 +97,17 @@ def _model_options(parser: argparse.ArgumentParser, models: dict, defaults, *, s
     parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
 
 
+def _device_option(parser: argparse.ArgumentParser, default: str | None = "auto", fallback: str = "") -> None:
+    """``--device``: where a command trains and scores (``auto``: CUDA when present)."""
+    shown = "%(default)s" if default is not None else fallback
+    parser.add_argument(
+        "--device",
+        default=default,
+        metavar="DEVICE",
+        help=f"auto (CUDA when present), cpu, cuda or cuda:N (default: {shown})",
+    )
+
+
 def _config(cls: type[_T], **fields: object) -> _T:
     """``cls(**fields)`` for a config made from the command line: a value it refuses is an argument error."""
     try:
@@ -362,6 +373,103 @@ def _games(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_options(parser: argparse.ArgumentParser) -> None:
+    from analysis.experiments.sweep import EXECUTORS
+    from analysis.sweeps import SHIPPED
+
+    actions = parser.add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=argparse.ArgumentParser
+    )
+    run = actions.add_parser(
+        "run",
+        help="train and score every run of a sweep file (finished runs are skipped, interrupted ones resume)",
+        description="Train and score every run of a sweep file not yet finished in --out. A killed sweep resumes "
+        "where it stopped; a run that fails is recorded in DIR/failed/ and the others go on.",
+    )
+    run.add_argument("file", metavar="FILE", help=f"a sweep file (TOML), or a shipped one: {', '.join(SHIPPED)}")
+    run.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: groundtruth-sweeps/NAME)")
+    run.add_argument("--executor", choices=EXECUTORS, default="local", help="where runs go (default: %(default)s)")
+    run.add_argument(
+        "--workers", type=_number(int, 1), help="local: processes, one SAE group each (default: one per core)"
+    )
+    run.add_argument("--address", metavar="ADDR", help="ray: a running cluster's address (default: start one)")
+    run.add_argument(
+        "--group-size",
+        type=_number(int, 1),
+        default=4,
+        help="most SAEs trained together on one data stream (default: %(default)s)",
+    )
+    _device_option(run, None, "the file's train.device, else auto")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    for name, what in (("results", "print the table and write DIR/results.csv"), ("plot", "draw DIR/figures/")):
+        action = actions.add_parser(name, help=what, description=f"From a sweep's saved runs: {what}.")
+        action.add_argument("out", type=Path, metavar="DIR", help="the sweep's output folder")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from analysis.experiments.sweep import SweepError
+
+    try:
+        return {"run": _sweep_run, "results": _sweep_results, "plot": _sweep_plot}[args.action](args)
+    except SweepError as err:
+        raise _UsageError(str(err)) from None
+
+
+def _sweep_run(args: argparse.Namespace) -> int:
+    from analysis.experiments.sweep import load_sweep, run_sweep
+    from analysis.sweeps import shipped_path
+
+    sweep = load_sweep(shipped_path(args.file))
+    out = args.out or Path("groundtruth-sweeps") / sweep.name
+    started = time.perf_counter()
+    print(f"groundtruth sweep: {len(sweep.runs)} runs of {sweep.name} -> {out}/")
+    rerun = "skips the finished runs, resumes the unfinished ones from their checkpoints and runs the rest"
+    with _writing([out], rerun):
+        report = run_sweep(
+            sweep,
+            out,
+            executor=args.executor,
+            workers=args.workers,
+            address=args.address,
+            device=args.device,
+            group_size=args.group_size,
+            progress=not args.no_progress,
+        )
+    skipped = report.count("skipped") + report.total - len(report.outcomes)
+    print(f"{report.count('finished')} finished, {skipped} finished before, {report.count('failed')} failed")
+    for outcome in report.failed:
+        print(f"  failed {outcome.id}: {outcome.error} (details: {out / 'failed' / outcome.id}.json)")
+    print(f"runs:     {out / 'runs'}/ (each: run.json and the SAE in SAELens layout)")
+    print(f"next:     groundtruth sweep results {out}   |   groundtruth sweep plot {out}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 1 if report.failed else 0
+
+
+def _sweep_results(args: argparse.Namespace) -> int:
+    from analysis.experiments.sweep.results import write_results
+
+    text, path = _sweep_folder(write_results, args.out)
+    print(text)
+    print(f"table: {path}")
+    return 0
+
+
+def _sweep_plot(args: argparse.Namespace) -> int:
+    from analysis.figures.sweep import plot_sweep
+
+    paths = _sweep_folder(plot_sweep, args.out)
+    print(f"figures: {', '.join(sorted(p.name for p in paths))} in {args.out / 'figures'}/")
+    return 0
+
+
+def _sweep_folder(fn: Callable[[Path], _T], out: Path) -> _T:
+    """``fn(out)`` on a sweep's folder; a folder that is not one is an argument error."""
+    try:
+        return fn(out)
+    except ValueError as err:
+        raise _UsageError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; a command's options are declared when it is parsed or its help shown."""
     parser = argparse.ArgumentParser(
@@ -406,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
         "SAEs on a hook (default: the best probe layer's resid_post) of the trained and of a random-init model, "
         "and score them, the MLP neurons and the probe by coverage and board reconstruction (Karvonen et al. 2024).",
     ).set_defaults(run=_games)
+    sub.add_parser(
+        "sweep",
+        declare=_sweep_options,
+        help="run a sweep file of SAEs over sources, widths, L0s and seeds; print its table; draw its figures",
+        description="Recovery experiments at scale. `sweep run FILE` trains every run of a sweep file on local "
+        "processes or a Ray cluster, `sweep results DIR` prints and writes the table (mean ± std over seeds), "
+        "`sweep plot DIR` draws the figures from the saved runs.",
+    ).set_defaults(run=_sweep)
     return parser
 
 

@@ -154,8 +154,15 @@ def fit_together(
     configuration is refused. With ``isolate``, a learner whose step raises is dropped and its exception
     takes its place in the results, so the others finish; otherwise the exception propagates.
     """
-    states = [_LearnerState.open(learner, train) for learner in learners]
-    start_step = min((s.step for s in states), default=train.steps)
+    states = []
+    for learner in learners:
+        try:
+            states.append(_LearnerState.open(learner, train))
+        except Exception as err:  # e.g. a checkpoint written for another config
+            if not isolate:
+                raise
+            states.append(_LearnerState(learner, train.steps, [], error=err))
+    start_step = min((s.step for s in states if s.error is None), default=train.steps)
     stream = iter(batches)
 
     def draw(step: int):

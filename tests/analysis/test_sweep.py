@@ -1,0 +1,279 @@
+"""Sweeps: the file is validated before anything runs, runs are deterministic units with atomic folders,
+killed sweeps resume, failures stay with their run, and results do not depend on how runs are grouped
+or how many workers run them."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+
+from analysis.cli import main
+from analysis.experiments.sweep import SweepError, load_sweep, parse_sweep, plan_tasks, run_id, run_sweep
+from analysis.experiments.sweep import run as sweep_run
+from analysis.sweeps import SHIPPED, shipped_path
+from toymodels.sae import SAEConfig, load_sae, saved_config
+from toymodels.sae.training import Trainer
+
+SOURCE = """
+[sources.tiny]
+sparse = { d = 16, n_features = 32, target_l0 = 3.0, seed = 5 }
+"""
+
+
+def sweep_text(grid: str, train: str = "steps = 30\nbatch_size = 64\nn_eval = 500", extra: str = "") -> str:
+    return f"[train]\n{train}\n{SOURCE}\n{extra}\n[grid]\n{textwrap.dedent(grid)}"
+
+
+SMALL = sweep_text(
+    """
+    source = "tiny"
+    sae = ["topk", "standard"]
+    width = 24
+    target_l0 = [2, 4]
+    seed = [0, 1]
+    """
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# the file
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_grid_is_every_combination_and_runs_add_more():
+    sweep = parse_sweep(SMALL + '\n[[runs]]\nsource = "tiny"\nsae = "jumprelu"\nwidth = [24, 48]\ncoefficient = 0.5\n')
+    assert len(sweep.runs) == 2 * 2 * 2 + 2
+    topk = [r for r in sweep.runs if r.columns["sae"] == "topk"]
+    assert sorted((r.columns["k"], r.columns["seed"]) for r in topk) == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    standard = next(r for r in sweep.runs if r.columns["sae"] == "standard")
+    assert standard.sae.config.target_l0 in (2.0, 4.0) and standard.columns["k"] is None
+    jump = [r for r in sweep.runs if r.columns["sae"] == "jumprelu"]
+    assert {r.sae.config.d_sae for r in jump} == {24, 48}
+    assert all(r.sae.config.sparsity_coefficient == 0.5 and r.sae.config.target_l0 is None for r in jump)
+
+
+def test_a_run_named_twice_trains_once_and_ids_hash_the_config():
+    doubled = parse_sweep(SMALL + '\n[[runs]]\nsource = "tiny"\nsae = "topk"\nwidth = 24\ntarget_l0 = 2\nseed = 0\n')
+    assert len(doubled.runs) == 8
+    ids = [r.id for r in doubled.runs]
+    assert len(set(ids)) == len(ids)
+    again = parse_sweep(SMALL)
+    assert [r.id for r in again.runs] == ids  # the same file, the same ids
+    assert all(r.id == run_id(r.config) for r in again.runs)
+    longer = parse_sweep(SMALL.replace("steps = 30", "steps = 31"))
+    assert not set(ids) & {r.id for r in longer.runs}  # training length is part of a run's identity
+
+
+def test_named_saes_and_matryoshka_inner_widths():
+    sweep = parse_sweep(
+        sweep_text(
+            'source = "tiny"\nsae = ["bricken", "mat"]\nwidth = [24, 48]\n',
+            extra='[saes.bricken]\narchitecture = "standard"\ndecoder_norm = "unit"\n'
+            '[saes.mat]\narchitecture = "matryoshka_batchtopk"\nmatryoshka_prefixes = [4, 12]\nk = 3\n',
+        )
+    )
+    mats = {r.sae.config.d_sae: r.sae.config.matryoshka_prefixes for r in sweep.runs if r.columns["sae"] == "mat"}
+    assert mats == {24: (4, 12, 24), 48: (4, 12, 48)}
+    assert {r.sae.config.decoder_norm for r in sweep.runs if r.columns["sae"] == "bricken"} == {"unit"}
+
+
+BAD_FILES = {  # sweep text -> words the one error must contain (the field and the value)
+    "unknown top field": (SMALL + "\nwidths = 3\n", ["widths", "3"]),
+    "unknown grid field": (SMALL.replace("width = 24", "widht = 24"), ["grid.widht", "24"]),
+    "unknown architecture": (SMALL.replace('"standard"', '"stnadard"'), ["stnadard"]),
+    "unknown source": (SMALL.replace('source = "tiny"', 'source = "tinny"'), ["tinny"]),
+    "negative width": (SMALL.replace("width = 24", "width = [24, -2]"), ["grid.width", "-2"]),
+    "k on a penalty SAE": (SMALL.replace("target_l0 = [2, 4]", "k = 3"), ["k = 3", "standard"]),
+    "fractional k": (SMALL.replace("target_l0 = [2, 4]", "target_l0 = 2.5"), ["target_l0 = 2.5", "topk"]),
+    "k above width": (SMALL.replace("target_l0 = [2, 4]", "target_l0 = 30").replace('"standard"', ""), ["k=30"]),
+    "two knobs": (SMALL.replace("seed = [0, 1]", "k = 2"), ["target_l0 and k"]),
+    "no steps": (SMALL.replace("steps = 30\n", ""), ["train.steps"]),
+    "bad lr": (SMALL.replace("steps = 30", "steps = 30\nlr = -1.0"), ["lr", "-1.0"]),
+    "bad batch": (SMALL.replace("batch_size = 64", "batch_size = 0"), ["train.batch_size", "0"]),
+    "unknown train field": (SMALL.replace("steps = 30", "steps = 30\nlearning_rate = 1"), ["train.learning_rate"]),
+    "bad preset": (SMALL.replace('source = "tiny"', 'source = "synthsaebench-tiny"'), ["synthsaebench-tiny"]),
+    "bad source field": (SMALL.replace("d = 16,", "dim = 16,"), ["sources.tiny", "dim"]),
+    "bad factory": (
+        SMALL.replace('"standard"', '"mine"') + '\n[saes.mine]\nfactory = "no_such_module:make"\n',
+        ["saes.mine.factory", "no_such_module"],
+    ),
+    "factory without the field": (
+        SMALL.replace('"standard"', '"mine"') + f'\n[saes.mine]\nfactory = "{__name__}:raising_factory"\nfoo = 1\n',
+        ["saes.mine.foo", "foo"],
+    ),
+    "empty list": (SMALL.replace("seed = [0, 1]", "seed = []"), ["grid.seed", "empty"]),
+    "not toml": ("[train\nsteps = 3", ["TOML"]),
+    "no runs": ("[train]\nsteps = 3\n", ["no runs"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_a_bad_file_is_one_error_naming_the_field_and_writes_nothing(case, tmp_path):
+    text, words = BAD_FILES[case]
+    with pytest.raises(SweepError) as raised:
+        parse_sweep(text)
+    for word in words:
+        assert word in str(raised.value), (case, str(raised.value))
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["sweep", "run", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_sweeps_resolve(name):
+    sweep = load_sweep(shipped_path(name))
+    assert sweep.name == name and len(sweep.runs) >= 8
+    assert len({r.id for r in sweep.runs}) == len(sweep.runs)
+
+
+def test_the_synthsaebench_small_protocol_covers_every_builtin_at_two_l0s_and_three_seeds():
+    from toymodels.sae import architectures
+
+    sweep = load_sweep(shipped_path("synthsaebench-small"))
+    assert {r.columns["architecture"] for r in sweep.runs} == set(architectures())
+    assert {r.columns["target_l0"] for r in sweep.runs} == {12.0, 20.0}
+    assert {r.columns["seed"] for r in sweep.runs} == {0, 1, 2}
+
+
+# ------------------------------------------------------------------------------------------------
+# running
+# ------------------------------------------------------------------------------------------------
+
+
+def metrics(out: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text())["metrics"] for p in sorted(out.glob("runs/*/run.json"))}
+
+
+def weights(out: Path, rid: str) -> dict[str, torch.Tensor]:
+    return load_file(out / "runs" / rid / "sae" / "sae_weights.safetensors")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """SMALL run one SAE at a time in this process: the results every other way of running must equal."""
+    out = tmp_path_factory.mktemp("reference")
+    report = run_sweep(parse_sweep(SMALL), out, workers=1, group_size=1, progress=False)
+    assert report.count("finished") == 8 and not report.failed
+    return out
+
+
+def test_a_finished_run_folder_holds_config_metrics_sae_timings_and_versions(reference):
+    sweep = parse_sweep(SMALL)
+    for run in sweep.runs:
+        record = json.loads((reference / "runs" / run.id / "run.json").read_text())
+        assert record["id"] == run.id and record["config"] == json.loads(json.dumps(run.config))
+        assert record["columns"] == json.loads(json.dumps(dict(run.columns)))
+        for key in ("l0", "fve", "mcc", "f1", "dead", "absorption", "final_coefficient"):
+            assert key in record["metrics"]
+        assert record["timings"]["train_seconds"] > 0 and record["versions"]["torch"] == torch.__version__
+        assert saved_config(reference / "runs" / run.id / "sae") == run.sae.config
+        assert load_sae(reference / "runs" / run.id / "sae").cfg.d_sae == run.columns["width"]
+    assert not list(reference.glob("work/*")) and not (reference / "failed").exists()
+
+
+def test_the_l0_of_a_k_sae_is_its_target(reference):
+    for run in parse_sweep(SMALL).runs:
+        if run.columns["sae"] == "topk":
+            assert metrics(reference)[run.id]["l0"] == pytest.approx(run.columns["target_l0"], abs=1e-6)
+
+
+@given(group_size=st.integers(2, 4))
+@settings(max_examples=2, deadline=None)
+def test_grouping_runs_on_shared_streams_changes_no_result(reference, group_size, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grouped")
+    run_sweep(parse_sweep(SMALL), out, workers=1, group_size=group_size, progress=False)
+    assert metrics(out) == metrics(reference)
+    for rid in metrics(reference):
+        for name, tensor in weights(reference, rid).items():
+            assert torch.equal(weights(out, rid)[name], tensor)
+
+
+def test_two_worker_processes_give_the_same_results(reference, tmp_path):
+    report = run_sweep(parse_sweep(SMALL), tmp_path, workers=2, group_size=2, progress=False)
+    assert report.count("finished") == 8
+    assert metrics(tmp_path) == metrics(reference)
+
+
+def test_tasks_share_streams_and_split_to_feed_the_workers(tmp_path):
+    sweep = parse_sweep(SMALL)
+    tasks = plan_tasks(sweep, tmp_path, workers=1, group_size=4, device="cpu")
+    assert sorted(len(t.runs) for t in tasks) == [4, 4]  # one task per seed
+    assert all(len({r.stream_key for r in t.runs}) == 1 for t in tasks)
+    assert len(plan_tasks(sweep, tmp_path, workers=8, group_size=4, device="cpu")) == 8
+    assert sorted(len(t.runs) for t in plan_tasks(sweep, tmp_path, workers=3, group_size=4, device="cpu")) == [2] * 4
+
+
+class Killed(BaseException):
+    """Stands in for the process being killed mid-training."""
+
+
+def test_a_killed_sweep_resumes_skipping_finished_runs_and_continuing_the_interrupted_one(
+    reference, tmp_path, monkeypatch
+):
+    sweep = parse_sweep(SMALL.replace("batch_size = 64", "batch_size = 64\ncheckpoint_every = 5"))
+    assert [r.id for r in sweep.runs] == [r.id for r in parse_sweep(SMALL).runs]  # checkpointing is no identity
+    original = Trainer.step
+    calls = {"n": 0}
+
+    def dies_later(self, x, step):
+        calls["n"] += 1
+        if calls["n"] == 30 * 4 + 4 * 7 + 2:  # the second group of four, its eighth step (checkpoint at 5)
+            raise Killed()
+        return original(self, x, step)
+
+    monkeypatch.setattr(Trainer, "step", dies_later)
+    with pytest.raises(Killed):
+        run_sweep(sweep, tmp_path, workers=1, group_size=4, progress=False)
+    finished = {p.parent.name for p in tmp_path.glob("runs/*/run.json")}
+    assert len(finished) == 4  # the first group
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == finished  # no folder that looks finished
+    interrupted = [p for p in (tmp_path / "work").iterdir()]
+    assert interrupted and all((p / "latest" / "trainer.json").exists() for p in interrupted)
+    monkeypatch.setattr(Trainer, "step", original)
+    resumed_from = {}
+    real_open = sweep_run.train_saes
+
+    def spy(saes, batches, train, **kw):
+        resumed_from.update({str(d): json.loads((Path(d) / "latest" / "trainer.json").read_text())["step"]
+                             for d in kw["checkpoint_dirs"] if (Path(d) / "latest").exists()})  # fmt: skip
+        return real_open(saes, batches, train, **kw)
+
+    monkeypatch.setattr(sweep_run, "train_saes", spy)
+    report = run_sweep(sweep, tmp_path, workers=1, group_size=4, progress=False)
+    assert report.count("finished") == 4 and report.total == 8
+    assert set(resumed_from.values()) == {5}  # from the checkpoint, not from scratch
+    assert metrics(tmp_path) == metrics(reference)  # and to the same results
+    assert not list((tmp_path / "work").iterdir())
+
+
+def raising_factory(d_in: int, d_sae: int, *, seed: int = 0, k: int = 2):
+    """A user's factory that cannot build wide SAEs."""
+    if d_sae > 24:
+        raise RuntimeError(f"no SAE wider than 24 (asked for {d_sae})")
+    from toymodels.sae import make_sae
+
+    return make_sae(SAEConfig("topk", d_in, d_sae, k=k, seed=seed))
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, capsys):
+    text = sweep_text(
+        'source = "tiny"\nsae = ["mine", "topk"]\nwidth = [24, 48]\nk = 2\n',
+        extra=f'[saes.mine]\nfactory = "{__name__}:raising_factory"\n',
+    )
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    assert main(["sweep", "run", str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--no-progress"]) == 1
+    shown = capsys.readouterr().out
+    assert "3 finished" in shown and "1 failed" in shown and "no SAE wider than 24" in shown
+    (failure,) = (tmp_path / "out" / "failed").iterdir()
+    record = json.loads(failure.read_text())
+    assert record["columns"]["width"] == 48 and "RuntimeError: no SAE wider than 24" in record["error"]
+    assert len(list((tmp_path / "out").glob("runs/*/run.json"))) == 3
