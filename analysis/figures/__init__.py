@@ -9,14 +9,18 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from groundtruth.atomic import atomic_file
+
 
 def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` and close the figure; returns the two paths."""
+    """Write ``stem.png`` and ``stem.pdf`` (each atomically: an interrupted write leaves the old file) and
+    close the figure; returns the two paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        with atomic_file(p) as f:
+            fig.savefig(f, format=p.suffix[1:], dpi=150, bbox_inches="tight")
     plt.close(fig)
     return paths
 
