@@ -277,3 +277,14 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, capsys):
     record = json.loads(failure.read_text())
     assert record["columns"]["width"] == 48 and "RuntimeError: no SAE wider than 24" in record["error"]
     assert len(list((tmp_path / "out").glob("runs/*/run.json"))) == 3
+
+
+def test_results_and_plot_commands_read_the_saved_runs(reference, tmp_path, capsys):
+    assert main(["sweep", "results", str(reference)]) == 0
+    shown = capsys.readouterr().out
+    assert "topk" in shown and "standard" in shown and str(reference / "results.csv") in shown
+    assert main(["sweep", "plot", str(reference)]) == 0
+    assert (reference / "figures" / "metrics_vs_l0.png").exists()
+    assert (reference / "figures" / "bars_by_target_l0.pdf").exists()
+    assert main(["sweep", "results", str(tmp_path)]) == 2  # not a sweep folder: one line, no traceback
+    assert str(tmp_path) in capsys.readouterr().err
