@@ -288,3 +288,13 @@ def test_results_and_plot_commands_read_the_saved_runs(reference, tmp_path, caps
     assert (reference / "figures" / "bars_by_target_l0.pdf").exists()
     assert main(["sweep", "results", str(tmp_path)]) == 2  # not a sweep folder: one line, no traceback
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_the_readme_sweep_file_resolves_and_is_short():
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (block,) = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert len(block.strip().splitlines()) <= 20
+    sweep = parse_sweep(block)
+    assert len(sweep.runs) == 3 * 2 * 2
