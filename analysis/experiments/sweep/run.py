@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from analysis.experiments.sweep.spec import Run
-from analysis.metrics.recovery import score_sae
 from groundtruth.atomic import atomic_dir, write_text_atomic
 from groundtruth.devices import resolve_device
 from toymodels.sae import SparseAutoencoder, save_sae, train_saes
@@ -87,8 +86,7 @@ def run_task(task: Task) -> list[Outcome]:
         return outcomes
     try:
         device = resolve_device(task.device)
-        source = todo[0].source.build()
-        held_out = source.eval_set(task.n_eval)
+        source = todo[0].source.build(task.n_eval)
     except Exception as err:  # the source itself failed: every run on it did
         return outcomes + [record_failure(out, run, err) for run in todo]
     built: list[tuple[Run, SparseAutoencoder]] = []
@@ -117,21 +115,20 @@ def run_task(task: Task) -> list[Outcome]:
         isolate=True,
     )
     train_seconds = time.perf_counter() - started
-    parent = source.parent if bool((source.parent >= 0).any()) else None
     for (run, sae), result in zip(built, results, strict=True):
         if isinstance(result, BaseException):
             outcomes.append(record_failure(out, run, result))
             continue
         try:
-            outcomes.append(_finish(out, run, sae, held_out, parent, task, train_seconds, result.samples, device))
+            outcomes.append(_finish(out, run, sae, source, task, train_seconds, result.samples, device))
         except Exception as err:
             outcomes.append(record_failure(out, run, err))
     return outcomes
 
 
-def _finish(out: Path, run: Run, sae, held_out, parent, task: Task, train_seconds, samples, device) -> Outcome:
+def _finish(out: Path, run: Run, sae, source, task: Task, train_seconds, samples, device) -> Outcome:
     started = time.perf_counter()
-    report = score_sae(sae, held_out.x, held_out.codes.to_dense(), held_out.directions, parent=parent).to_dict()
+    report = source.score(sae)
     final = sae.sparsity_coefficient() if sae.sparsity_knob == "sparsity_coefficient" else None
     record = {
         "id": run.id,

@@ -1,16 +1,17 @@
 """The activation sources a sweep trains SAEs on, as the sweep file names them.
 
 Each kind resolves to a config whose dict is part of every run's identity, and builds (in the process that
-trains) an object with ``activations(batch_size, seed)``, ``eval_set(n)`` and ``parent``, the interface
-:func:`analysis.experiments.recovery.run_variant` scores against.
+trains) a :class:`Built` source: ``activations(batch_size, seed)``, the training stream a seed picks, and
+``score(sae)``, the metrics of a trained SAE against what is known about the source.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from analysis.metrics.recovery import score_sae
 from groundtruth import PRESETS, SparseFeatureConfig, SparseFeatureModel, preset
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
 
@@ -34,10 +35,37 @@ class SourceSpec:
             return {"sparse": self.sparse.to_dict()}
         return {"toy_model": self.toy_model.to_dict()}
 
-    def build(self):
+    def build(self, n_eval: int) -> Built:
+        """The source, with ``n_eval`` held-out rows to score on."""
         if self.sparse is not None:
-            return SparseFeatureModel(self.sparse)
-        return HiddenLayerSource(train_toy_model(self.toy_model, progress=False), seed=self.toy_model.seed)
+            return KnownFeatures(SparseFeatureModel(self.sparse), n_eval)
+        toy = train_toy_model(self.toy_model, progress=False)
+        return KnownFeatures(HiddenLayerSource(toy, seed=self.toy_model.seed), n_eval)
+
+
+class Built(Protocol):
+    """What a run needs of its source: a training stream per seed and a score for the trained SAE."""
+
+    def activations(self, batch_size: int, seed: int): ...
+
+    def score(self, sae) -> dict[str, Any]: ...
+
+
+class KnownFeatures:
+    """A source whose true directions and codes are known: scored by
+    :func:`analysis.metrics.recovery.score_sae` (every pinned metric) on a held-out set."""
+
+    def __init__(self, source, n_eval: int) -> None:
+        self.source = source
+        self.held_out = source.eval_set(n_eval)
+        self.parent = source.parent if bool((source.parent >= 0).any()) else None
+
+    def activations(self, batch_size: int, seed: int):
+        return self.source.activations(batch_size, seed=seed)
+
+    def score(self, sae) -> dict[str, Any]:
+        held = self.held_out
+        return score_sae(sae, held.x, held.codes.to_dense(), held.directions, parent=self.parent).to_dict()
 
 
 def source_spec(table: Mapping[str, Any]) -> SourceSpec:
@@ -63,4 +91,4 @@ def source_spec(table: Mapping[str, Any]) -> SourceSpec:
     return SourceSpec(toy_model=ToyModelConfig.from_dict(table["toy_model"]))
 
 
-__all__ = ["SOURCE_KINDS", "SourceSpec", "source_spec"]
+__all__ = ["SOURCE_KINDS", "Built", "KnownFeatures", "SourceSpec", "source_spec"]
