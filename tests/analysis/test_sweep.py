@@ -134,6 +134,32 @@ def test_shipped_sweeps_resolve(name):
     assert len({r.id for r in sweep.runs}) == len(sweep.runs)
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "benchmarks" / "sweeps").glob("*.toml")))
+def test_benchmark_sweeps_resolve(path):
+    assert load_sweep(path).runs
+
+
+@given(
+    widths=st.lists(st.integers(8, 64), min_size=1, max_size=3, unique=True),
+    l0s=st.lists(st.integers(1, 8), min_size=1, max_size=3, unique=True),
+    seeds=st.lists(st.integers(0, 2**31), min_size=1, max_size=3, unique=True),
+    saes=st.lists(st.sampled_from(["topk", "standard", "gated", "batchtopk"]), min_size=1, max_size=3, unique=True),
+    order=st.randoms(use_true_random=False),
+)
+@settings(max_examples=25, deadline=None)
+def test_a_grid_expands_to_its_product_whatever_the_order_of_its_lists(widths, l0s, seeds, saes, order):
+    def grid(w, l, s, a):
+        return sweep_text(f'source = "tiny"\nsae = {json.dumps(a)}\nwidth = {w}\ntarget_l0 = {l}\nseed = {s}\n')
+
+    sweep = parse_sweep(grid(widths, l0s, seeds, saes))
+    assert len(sweep.runs) == len(widths) * len(l0s) * len(seeds) * len(saes)
+    assert len({r.id for r in sweep.runs}) == len(sweep.runs)
+    shuffled = [order.sample(values, len(values)) for values in (widths, l0s, seeds, saes)]
+    assert {r.id for r in parse_sweep(grid(*shuffled)).runs} == {r.id for r in sweep.runs}
+    for run in sweep.runs:
+        assert run.sae.config.d_sae == run.columns["width"] and run.sae.config.seed == run.columns["seed"]
+
+
 def test_the_synthsaebench_small_protocol_covers_every_builtin_at_two_l0s_and_three_seeds():
     from toymodels.sae import architectures
 
