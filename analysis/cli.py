@@ -130,6 +130,10 @@ def _saved(folder: Path) -> str:
         found.append(f"{saes} trained SAE{'s' if saes > 1 else ''} (saes/)")
     if shards := len(list(folder.glob("shard-*.npz"))):
         found.append(f"{shards} shard{'s' if shards > 1 else ''} of games")
+    if runs := len(list(folder.glob("runs/*/run.json"))):
+        found.append(f"{runs} finished run{'s' if runs > 1 else ''} (runs/)")
+    if unfinished := len(list(folder.glob("work/*/latest"))):
+        found.append(f"{unfinished} unfinished run{'s' if unfinished > 1 else ''}' checkpoints (work/)")
     if (folder / "results.json").exists():
         found.append("results.json")
     return f"{folder}/: {', '.join(found) if found else 'nothing yet'}"

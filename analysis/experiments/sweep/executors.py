@@ -5,6 +5,7 @@ yield each task with its result, or the exception it raised, as tasks complete."
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -12,7 +13,9 @@ from concurrent.futures.process import BrokenProcessPool
 import torch
 
 
-def _set_threads(threads: int) -> None:
+def _start_worker(threads: int) -> None:
+    """A worker's setup: its torch threads, and Ctrl-C left to the parent, which stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
@@ -38,8 +41,9 @@ def run_local(fn: Callable, tasks: list, *, workers: int, threads: int) -> Itera
         return
     pending, broke = list(tasks), {}
     context = multiprocessing.get_context("spawn")
+    others = set(multiprocessing.active_children())
     while pending:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
             futures = {pool.submit(fn, task): task for task in pending}
             pending = []
             try:
@@ -58,9 +62,10 @@ def run_local(fn: Callable, tasks: list, *, workers: int, threads: int) -> Itera
                                 pending.append(task)
                         except Exception as err:
                             yield task, err
-            except BaseException:
-                for future in futures:
-                    future.cancel()
+            except BaseException:  # Ctrl-C, or the consumer stopped: stop the workers, not only the queue
+                pool.shutdown(wait=False, cancel_futures=True)
+                for child in set(multiprocessing.active_children()) - others:
+                    child.terminate()
                 raise
 
 
