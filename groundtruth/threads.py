@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import torch
 
@@ -38,3 +39,15 @@ def map_threads(fn: Callable, *iterables: Iterable) -> list:
     if threads <= 1 or len(items) <= 1:
         return [fn(*args) for args in items]
     return list(_executor(threads).map(lambda args: fn(*args), items))
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block on ``threads`` torch intra-op threads, then restore the count. Parallel reductions
+    sum in an order that depends on the thread count; a fixed count makes their bits reproducible."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

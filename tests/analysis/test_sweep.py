@@ -222,10 +222,34 @@ def test_grouping_runs_on_shared_streams_changes_no_result(reference, group_size
             assert torch.equal(weights(out, rid)[name], tensor)
 
 
-def test_two_worker_processes_give_the_same_results(reference, tmp_path):
-    report = run_sweep(parse_sweep(SMALL), tmp_path, workers=2, group_size=2, progress=False)
-    assert report.count("finished") == 8
-    assert metrics(tmp_path) == metrics(reference)
+# Large enough that torch splits its reductions over threads, so a thread count that leaked into the
+# scores would change their last bits (it did, before scoring ran on one thread).
+MEDIUM = """
+[train]
+steps = 15
+batch_size = 512
+n_eval = 8192
+
+[sources.medium]
+sparse = { d = 64, n_features = 512, target_l0 = 6.0, seed = 3 }
+
+[grid]
+source = "medium"
+sae = ["topk", "standard"]
+width = 128
+target_l0 = 6
+seed = [0, 1]
+"""
+
+
+def test_worker_processes_and_their_threads_change_no_result(tmp_path):
+    one = run_sweep(parse_sweep(MEDIUM), tmp_path / "one", workers=1, progress=False)  # every core's threads
+    two = run_sweep(parse_sweep(MEDIUM), tmp_path / "two", workers=2, progress=False)  # a thread each on 2 cores
+    assert one.count("finished") == two.count("finished") == 4
+    assert metrics(tmp_path / "two") == metrics(tmp_path / "one")
+    for rid in metrics(tmp_path / "one"):
+        for name, tensor in weights(tmp_path / "one", rid).items():
+            assert torch.equal(weights(tmp_path / "two", rid)[name], tensor)
 
 
 def test_tasks_share_streams_and_split_to_feed_the_workers(tmp_path):

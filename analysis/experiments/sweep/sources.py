@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from analysis.metrics.recovery import score_sae
 from groundtruth import PRESETS, SparseFeatureConfig, SparseFeatureModel, preset
+from groundtruth.threads import torch_threads
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
 
 SOURCE_KINDS = ("preset", "sparse", "toy_model")
@@ -64,8 +65,10 @@ class KnownFeatures:
         return self.source.activations(batch_size, seed=seed)
 
     def score(self, sae) -> dict[str, Any]:
+        """The pinned metrics, on one thread: the same bits whatever the worker's thread count."""
         held = self.held_out
-        return score_sae(sae, held.x, held.codes.to_dense(), held.directions, parent=self.parent).to_dict()
+        with torch_threads(1):
+            return score_sae(sae, held.x, held.codes.to_dense(), held.directions, parent=self.parent).to_dict()
 
 
 def source_spec(table: Mapping[str, Any]) -> SourceSpec:

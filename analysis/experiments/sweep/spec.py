@@ -56,7 +56,17 @@ class SweepError(ValueError):
 
 
 TRAIN_EXTRA = {"batch_size": 1024, "n_eval": 10_000, "device": "auto"}  # [train] keys beyond TrainConfig's
-TRAIN_FIELDS = ("steps", "lr", "betas", "warmup_steps", "decay_fraction", "max_grad_norm", "checkpoint_every")
+TRAIN_FIELDS = (
+    "steps",
+    "lr",
+    "betas",
+    "warmup_steps",
+    "decay_fraction",
+    "max_grad_norm",
+    "checkpoint_every",
+    "checkpoint_seconds",
+)
+CHECKPOINT_SECONDS = 60.0  # a killed sweep loses at most about a minute of each unfinished run
 AXES = ("source", "sae", "width", "target_l0", "k", "coefficient", "seed")  # the keys of [grid] and [[runs]]
 TOP = ("name", "train", "sources", "saes", "grid", "runs")
 
@@ -171,9 +181,7 @@ def _known(where: str, table: Mapping, allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         prefix = f"{where}." if where else ""
-        raise SweepError(
-            f"unknown field {prefix}{unknown[0]} = {table[unknown[0]]!r} (known: {', '.join(allowed)})"
-        )
+        raise SweepError(f"unknown field {prefix}{unknown[0]} = {table[unknown[0]]!r} (known: {', '.join(allowed)})")
 
 
 def _table(data: Mapping, key: str, *, required: bool = False) -> dict:
@@ -197,7 +205,7 @@ def _train(table: dict) -> tuple[TrainConfig, int, int, str]:
             raise SweepError(f"train.{key} must be a positive integer, got {extra[key]!r}")
     if not isinstance(extra["device"], str):
         raise SweepError(f"train.device must be a string such as 'auto', 'cpu' or 'cuda', got {extra['device']!r}")
-    fields = {key: table[key] for key in TRAIN_FIELDS if key in table}
+    fields = {"checkpoint_seconds": CHECKPOINT_SECONDS, **{key: table[key] for key in TRAIN_FIELDS if key in table}}
     if "betas" in fields:
         fields["betas"] = tuple(fields["betas"])
     try:
