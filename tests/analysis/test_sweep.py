@@ -18,6 +18,7 @@ from analysis.cli import main
 from analysis.experiments.sweep import SweepError, load_sweep, parse_sweep, plan_tasks, run_id, run_sweep
 from analysis.experiments.sweep import run as sweep_run
 from analysis.sweeps import SHIPPED, shipped_path
+from groundtruth.threads import torch_threads
 from toymodels.sae import SAEConfig, load_sae, saved_config
 from toymodels.sae.training import Trainer
 
@@ -243,8 +244,9 @@ seed = [0, 1]
 
 
 def test_worker_processes_and_their_threads_change_no_result(tmp_path):
-    one = run_sweep(parse_sweep(MEDIUM), tmp_path / "one", workers=1, progress=False)  # every core's threads
-    two = run_sweep(parse_sweep(MEDIUM), tmp_path / "two", workers=2, progress=False)  # a thread each on 2 cores
+    with torch_threads(2):  # the tests run on one thread; a sweep shares out what its process has
+        one = run_sweep(parse_sweep(MEDIUM), tmp_path / "one", workers=1, progress=False)  # 2 threads
+        two = run_sweep(parse_sweep(MEDIUM), tmp_path / "two", workers=2, progress=False)  # 1 thread each
     assert one.count("finished") == two.count("finished") == 4
     assert metrics(tmp_path / "two") == metrics(tmp_path / "one")
     for rid in metrics(tmp_path / "one"):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from analysis.experiments.sweep.executors import run_local
@@ -75,8 +76,8 @@ def run_sweep(
 ) -> SweepReport:
     """Train and score every run of ``sweep`` (a file or a :class:`Sweep`) not yet finished in ``out_dir``.
 
-    ``executor`` is ``"local"`` (``workers`` processes, default one per core, torch threads shared out
-    among them) or ``"ray"`` (a cluster at ``address``, or a local one when None). ``device`` overrides the
+    ``executor`` is ``"local"`` (``workers`` processes, default one per core, this process's torch threads
+    shared out among them) or ``"ray"`` (a cluster at ``address``, or a local one when None). ``device`` overrides the
     file's ``train.device``. Finished runs are skipped, interrupted ones resume from their checkpoints, and
     a run that fails is recorded in ``out_dir/failed/`` without stopping the others.
     """
@@ -96,7 +97,7 @@ def run_sweep(
         workers = cores
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise SweepError(f"workers must be a positive integer, got {workers!r}")
-    threads = max(1, cores // workers)
+    threads = max(1, torch.get_num_threads() // workers)  # this process's torch threads, shared out
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "sweep.toml", sweep.text)
