@@ -23,13 +23,32 @@ def activations(
     return torch.cat(logits), {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
+def _batched(fn, sae, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``fn`` over rows of ``x [..., k]`` in batches moved to the SAE's device and dtype (where it has them),
+    without gradients; the result as float32 on the CPU."""
+    device, dtype = getattr(sae, "device", None), getattr(sae, "dtype", None)
+    device = device if isinstance(device, torch.device | str) else None
+    dtype = dtype if isinstance(dtype, torch.dtype) else None
+    flat = x.reshape(-1, x.shape[-1])
+    with torch.no_grad():
+        out = [
+            fn(flat[i : i + batch_size].to(device=device, dtype=dtype)).float().cpu()
+            for i in range(0, len(flat), batch_size)
+        ]
+    return torch.cat(out).reshape(*x.shape[:-1], -1)
+
+
 def sae_codes(sae, acts: torch.Tensor, batch_size: int = 65_536) -> torch.Tensor:
     """``sae.encode`` over activations ``[..., d]`` in batches, without gradients: any object with
-    ``encode`` (ours or SAELens's), so its codes can be regressed on beliefs like any hook."""
-    flat = acts.reshape(-1, acts.shape[-1])
-    with torch.no_grad():
-        codes = torch.cat([sae.encode(flat[i : i + batch_size]).float() for i in range(0, len(flat), batch_size)])
-    return codes.reshape(*acts.shape[:-1], -1)
+    ``encode`` (ours or SAELens's), so its codes can be regressed on beliefs like any hook. Batches go to
+    the SAE's device (an SAE left on the GPU after training), the codes come back to the CPU."""
+    return _batched(sae.encode, sae, acts, batch_size)
 
 
-__all__ = ["activations", "sae_codes"]
+def sae_reconstructions(sae, codes: torch.Tensor, batch_size: int = 65_536) -> torch.Tensor:
+    """``sae.decode`` over codes ``[..., m]`` (from :func:`sae_codes`) in batches, as :func:`sae_codes` runs
+    ``encode``: the reconstructions to score reconstruction error on."""
+    return _batched(sae.decode, sae, codes, batch_size)
+
+
+__all__ = ["activations", "sae_codes", "sae_reconstructions"]

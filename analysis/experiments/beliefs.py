@@ -165,15 +165,26 @@ def _train_sae(model: HookedTransformer, hmm, cfg: BeliefConfig, out: Path, prog
     return sae_on_cached(acts, sae_cfg, train, cfg.seed + 3, checkpoint_dir=out / "sae-checkpoints", progress=progress)
 
 
+def open_model_run(
+    cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False
+) -> tuple[Path, HookedTransformer, float | None]:
+    """The run folder of ``cfg`` (its ``config.json``) with the trained model in ``model/``, trained now or
+    loaded, and the minutes training took (None when loaded): the first step of :func:`run_beliefs`, and all
+    a sweep reads a hook from (:mod:`analysis.experiments.sweep.hooks`)."""
+    out = open_run(out_dir, {**asdict(cfg), "train": cfg.train().identity()}, replace=replace)
+    hmm = process(cfg.process)
+    batches = functools.partial(hmm.training_batches, cfg.batch_size, cfg.n_ctx, soft=cfg.soft, seed=cfg.seed + 1)
+    model, minutes = trained_model(out, cfg.transformer(hmm.n_tokens), batches, cfg.train(), progress=progress)
+    return out, model, minutes
+
+
 def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
     """Train (or load) the model, score it and its random-init twin, write results and figures.
 
     A folder holding a run with another config is refused, or with ``replace`` emptied first."""
-    out = open_run(out_dir, {**asdict(cfg), "train": cfg.train().identity()}, replace=replace)
+    out, model, minutes = open_model_run(cfg, out_dir, progress=progress, replace=replace)
     hmm = process(cfg.process)
     tcfg = cfg.transformer(hmm.n_tokens)
-    batches = functools.partial(hmm.training_batches, cfg.batch_size, cfg.n_ctx, soft=cfg.soft, seed=cfg.seed + 1)
-    model, minutes = trained_model(out, tcfg, batches, cfg.train(), progress=progress)
     data = belief_data(hmm, cfg.n_ctx, max_sequences=cfg.max_sequences, seed=cfg.seed + 4)
     sae = _train_sae(model, hmm, cfg, out, progress) if cfg.sae_width else None
     trained, fits, feats = score_model(model, hmm, data, shuffles=cfg.shuffles, seed=cfg.seed, sae=sae)

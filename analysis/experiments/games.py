@@ -179,8 +179,9 @@ class EvalGames:
         return cls(tokens[:, :t], tokens[:, 1 : t + 1], batch.latents[:, :t], batch.names, keys, d_vocab)
 
 
-def _inputs(cfg: GameConfig, n: int, seed: int) -> torch.Tensor:
-    """Model inputs ``[n, n_ctx]`` of fresh games, without their labels (SAE training needs none)."""
+def game_inputs(cfg: GameConfig, n: int, seed: int) -> torch.Tensor:
+    """Model inputs ``[n, n_ctx]`` of ``n`` fresh random games (``PAD`` after a game's end), without their
+    labels: SAE training needs none, and labelling is the slow part of :meth:`EvalGames.draw`."""
     game = cfg.source()
     return torch.from_numpy(game.tokenize(game.random_games(n, np.random.default_rng(seed))))[:, : game.n_ctx]
 
@@ -227,27 +228,33 @@ def _neurons_near(hook: str, n_layers: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
 
 
-def _score(features: torch.Tensor, games: EvalGames, cfg: GameConfig) -> dict:
-    """Board scores of ``features``: coverage of the board, board reconstruction of its pieces (and of
-    the whole board, empty squares included), and coverage over every labelled property."""
-    board = score_board(features, games.labels, games.names, properties=cfg.board, seed=cfg.seed)
+def board_scores(features: torch.Tensor, games: EvalGames, cfg: GameConfig, *, everything: bool = True) -> dict:
+    """Board scores of ``features [games, t, m]`` (an SAE's codes, neurons) on held-out ``games``: coverage of
+    the board and board reconstruction of its pieces (Karvonen et al. 2024), and with ``everything`` the
+    reconstruction of the whole board, empty squares included, and coverage over every labelled property
+    (the report's extra columns; they cost about as much again, so a sweep leaves them out)."""
+    board = score_board(
+        features, games.labels, games.names, properties=cfg.board, seed=cfg.seed, reconstruct=everything
+    )
     pieces = score_board(features, games.labels, games.names, properties=cfg.pieces, seed=cfg.seed)
-    everything = score_board(features, games.labels, games.names, seed=cfg.seed, reconstruct=False)
-    return {
+    scores = {
         "coverage": board.coverage.value,
         "coverage_threshold": board.coverage.threshold,
         "reconstruction_f1": pieces.reconstruction.f1,
         "reconstruction_threshold": pieces.reconstruction.threshold,
         "reconstruction_by_position": pieces.reconstruction.per_position.tolist(),
-        "reconstruction_f1_with_empty": board.reconstruction.f1,
         "f1_by_property": board.property_f1(),
-        "coverage_all_properties": everything.coverage.value,
     }
+    if everything:
+        scores["reconstruction_f1_with_empty"] = board.reconstruction.f1
+        every = score_board(features, games.labels, games.names, seed=cfg.seed, reconstruct=False)
+        scores["coverage_all_properties"] = every.coverage.value
+    return scores
 
 
 def _sae_data(model: HookedTransformer, hook: str, cfg: GameConfig) -> torch.Tensor:
     """Activations at ``hook`` over fresh games (positions of real moves, not padding), to train SAEs on."""
-    inputs = _inputs(cfg, cfg.sae_games, cfg.seed + 2)
+    inputs = game_inputs(cfg, cfg.sae_games, cfg.seed + 2)
     return activations(model, inputs, [hook], _BATCH)[1][hook][inputs != PAD]
 
 
@@ -265,15 +272,25 @@ def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress:
     return sae
 
 
+def open_model_run(
+    cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False
+) -> tuple[Path, HookedTransformer, float | None]:
+    """The run folder of ``cfg``'s model (its ``config.json`` is :meth:`GameConfig.model_identity`) with the
+    trained model in ``model/``, trained now or loaded, and the minutes training took (None when loaded): the
+    first step of :func:`run_games`, and all a sweep reads a hook from (:mod:`analysis.experiments.sweep.hooks`)."""
+    out = open_run(out_dir, cfg.model_identity(), replace=replace)
+    model, minutes = trained_model(out, cfg.transformer(), cfg.batches, cfg.train(), progress=progress)
+    return out, model, minutes
+
+
 def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
     """Train (or load) the model, probe every layer, train (or load) and score the SAEs and baselines,
     write ``results.json`` and the figures (of this run's config). A folder holding another model
     (:meth:`GameConfig.model_identity`) is refused, or with ``replace`` emptied first; in a folder with
     the same model, SAEs of other settings or on another hook are trained next to the ones there."""
-    out = open_run(out_dir, cfg.model_identity(), replace=replace)
-    tcfg = cfg.transformer()
     started = time.perf_counter()
-    model, minutes = trained_model(out, tcfg, cfg.batches, cfg.train(), progress=progress)
+    out, model, minutes = open_model_run(cfg, out_dir, progress=progress, replace=replace)
+    tcfg = cfg.transformer()
     untrained = HookedTransformer(tcfg)
     games = EvalGames.draw(cfg, cfg.eval_games, cfg.seed + 1_000_003)
     hooks = ["blocks.0.hook_resid_pre"] + [resid(layer) for layer in range(tcfg.n_layers)]
@@ -305,13 +322,13 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
     saes = out / "saes" / f"{hook}-w{cfg.sae_width}-{cfg.sae_steps}steps-{cfg.sae_games}games"
     for name, net in (("trained", model), ("untrained", untrained)):
         _, acts = activations(net, games.inputs, [hook, neurons], _BATCH)
-        results[name]["neurons"] = _score(acts[neurons], games, cfg)
+        results[name]["neurons"] = board_scores(acts[neurons], games, cfg)
         data = functools.cache(lambda net=net: _sae_data(net, hook, cfg))  # one set of games for all its SAEs
         for variant, knob in cfg.saes:
             sae = _sae(data, cfg, variant, knob, saes / f"{name}-{variant}-{knob:g}", progress)
             codes = sae_codes(sae, acts[hook])
             row = {"model": name, "variant": variant, "knob": knob, "l0": float((codes != 0).sum(-1).float().mean())}
-            results["saes"].append({**row, **_score(codes, games, cfg)})
+            results["saes"].append({**row, **board_scores(codes, games, cfg)})
             logger.info("%s %s %g: %s", name, variant, knob, results["saes"][-1]["reconstruction_f1"])
     results["seconds"] = time.perf_counter() - started
     write_text_atomic(out / "results.json", json.dumps(results, indent=1))

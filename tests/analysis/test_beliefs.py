@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.experiments.activations import activations, sae_codes
+from analysis.experiments.activations import activations, sae_codes, sae_reconstructions
 from analysis.metrics.beliefs import (
     _design,
     _shuffled,
@@ -165,6 +165,17 @@ def test_sae_codes_equal_encode_on_flattened_activations():
     codes = sae_codes(sae, acts, batch_size=7)
     assert codes.shape == (4, 5, 12)
     torch.testing.assert_close(codes.reshape(20, 12), sae.encode(acts.reshape(20, 6)).detach())
+
+
+def test_codes_and_reconstructions_run_in_the_sae_dtype_and_come_back_as_float32():
+    sae = make_sae(SAEConfig("standard", 6, 12, seed=0)).double()  # batches follow the SAE (its device, its dtype)
+    acts = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(1))
+    codes = sae_codes(sae, acts, batch_size=7)
+    x_hat = sae_reconstructions(sae, codes, batch_size=3)
+    assert codes.dtype == x_hat.dtype == torch.float32 and x_hat.shape == acts.shape
+    with torch.no_grad():
+        exact = sae.decode(sae.encode(acts.reshape(20, 6).double()))
+    torch.testing.assert_close(x_hat.reshape(20, 6), exact.float())
 
 
 def test_activations_match_one_run_with_cache_in_any_batching_and_name_a_hook_once():

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from analysis.cli import main
-from analysis.experiments.games import EvalGames, GameConfig, _inputs, _score, games_report, legal_move_rate, run_games
+from analysis.experiments.games import (
+    EvalGames,
+    GameConfig,
+    board_scores,
+    game_inputs,
+    games_report,
+    legal_move_rate,
+    run_games,
+)
 from games import get_game
 from games.othello import PLAYABLE, square_name
 
@@ -60,17 +68,17 @@ def test_legal_move_rate_counts_top1_predictions_against_the_rules(game: str) ->
 @pytest.mark.parametrize("game", ["othello", "chess"])
 def test_sae_training_inputs_skip_the_labels_but_not_the_games(game: str) -> None:
     cfg = replace(TINY, game=game, max_plies=12)
-    assert torch.equal(_inputs(cfg, 20, 7), EvalGames.draw(cfg, 20, 7).inputs)
+    assert torch.equal(game_inputs(cfg, 20, 7), EvalGames.draw(cfg, 20, 7).inputs)
 
 
 def test_board_f1_scores_the_pieces_and_the_whole_board_separately() -> None:
     games = EvalGames.draw(TINY, 200, seed=3)
     columns = {c: [i for i, n in enumerate(games.names) if n.startswith(c + "@")] for c in ("mine", "theirs", "empty")}
     # Latents that are exactly the empty squares: a perfect whole board on empty cells, no pieces at all.
-    empty_only = _score(games.labels[..., columns["empty"]].float(), games, TINY)
+    empty_only = board_scores(games.labels[..., columns["empty"]].float(), games, TINY)
     assert empty_only["reconstruction_f1"] == 0.0 and empty_only["reconstruction_f1_with_empty"] > 0.5
     # Latents that are exactly the discs: the pieces are reconstructed, the empty cells are not.
-    discs = _score(games.labels[..., columns["mine"] + columns["theirs"]].float(), games, TINY)
+    discs = board_scores(games.labels[..., columns["mine"] + columns["theirs"]].float(), games, TINY)
     assert discs["reconstruction_f1"] > 0.99 and discs["reconstruction_f1_with_empty"] < discs["reconstruction_f1"]
 
 

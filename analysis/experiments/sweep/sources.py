@@ -2,44 +2,57 @@
 
 Each kind resolves to a config whose dict is part of every run's identity, and builds (in the process that
 trains) a :class:`Built` source: ``activations(batch_size, seed)``, the training stream a seed picks, and
-``score(sae)``, the metrics of a trained SAE against what is known about the source.
+``score(sae)``, the metrics of a trained SAE against what is known about the source. Kinds: a sparse feature
+model (``preset``, ``sparse``), the hidden layer of a toy model (``toy_model``), and a hook of the transformer
+in a beliefs or games run folder (``run``, :mod:`analysis.experiments.sweep.hooks`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from analysis.metrics.recovery import score_sae
 from groundtruth import PRESETS, SparseFeatureConfig, SparseFeatureModel, preset
 from groundtruth.threads import torch_threads
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
 
-SOURCE_KINDS = ("preset", "sparse", "toy_model")
+if TYPE_CHECKING:
+    from analysis.experiments.sweep.hooks import ModelHook
+
+SOURCE_KINDS = ("preset", "sparse", "toy_model", "run")
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """A resolved source: a sparse feature model (from a preset or given in full) or the hidden layer of a
-    toy model of superposition (trained from its config, deterministically, where it is used)."""
+    """A resolved source: a sparse feature model (from a preset or given in full), the hidden layer of a
+    toy model of superposition (trained from its config, deterministically, where it is used), or a hook of
+    a trained transformer (read from its run folder where it is used)."""
 
     sparse: SparseFeatureConfig | None = None
     toy_model: ToyModelConfig | None = None
+    model_hook: ModelHook | None = None
 
     @property
     def d_in(self) -> int:
+        if self.model_hook is not None:
+            return self.model_hook.d_in
         return self.sparse.d if self.sparse is not None else self.toy_model.d_hidden
 
     def identity(self) -> dict:
         if self.sparse is not None:
             return {"sparse": self.sparse.to_dict()}
+        if self.model_hook is not None:
+            return {"model_hook": self.model_hook.identity()}
         return {"toy_model": self.toy_model.to_dict()}
 
     def build(self, n_eval: int) -> Built:
         """The source, with ``n_eval`` held-out rows to score on."""
         if self.sparse is not None:
             return KnownFeatures(SparseFeatureModel(self.sparse), n_eval)
+        if self.model_hook is not None:
+            return self.model_hook.build(n_eval)
         toy = train_toy_model(self.toy_model, progress=False)
         return KnownFeatures(HiddenLayerSource(toy, seed=self.toy_model.seed), n_eval)
 
@@ -73,12 +86,18 @@ class KnownFeatures:
 
 def source_spec(table: Mapping[str, Any]) -> SourceSpec:
     """The source a sweep file's table describes: ``{preset = NAME [, seed = N]}``, ``{sparse = {...
-    SparseFeatureConfig fields}}`` or ``{toy_model = {... ToyModelConfig fields}}``. Errors name the value."""
+    SparseFeatureConfig fields}}``, ``{toy_model = {... ToyModelConfig fields}}`` or ``{run = FOLDER, hook =
+    NAME [, sequences = N]}`` (:func:`analysis.experiments.sweep.hooks.model_hook`). Errors name the value."""
     kinds = [kind for kind in SOURCE_KINDS if kind in table]
     if len(kinds) != 1:
         raise ValueError(f"needs exactly one of {', '.join(SOURCE_KINDS)}, got {dict(table)!r}")
     kind = kinds[0]
-    allowed = {"preset": {"preset", "seed"}, "sparse": {"sparse"}, "toy_model": {"toy_model"}}[kind]
+    allowed = {
+        "preset": {"preset", "seed"},
+        "sparse": {"sparse"},
+        "toy_model": {"toy_model"},
+        "run": {"run", "hook", "sequences"},
+    }[kind]
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ValueError(f"unknown field {unknown[0]} = {table[unknown[0]]!r} for a {kind} source")
@@ -87,6 +106,10 @@ def source_spec(table: Mapping[str, Any]) -> SourceSpec:
         if not isinstance(name, str) or name not in PRESETS:
             raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
         return SourceSpec(sparse=preset(name, seed=table.get("seed")))
+    if kind == "run":  # reads a trained model with the experiments' code: imported only when a sweep needs it
+        from analysis.experiments.sweep.hooks import model_hook
+
+        return SourceSpec(model_hook=model_hook(table))
     if not isinstance(table[kind], Mapping):
         raise ValueError(f"{kind} must be a table of fields, got {table[kind]!r}")
     if kind == "sparse":
