@@ -129,9 +129,7 @@ def fit(
 ) -> TrainResult:
     """Train one model: :func:`fit_together` with a single :class:`Learner`."""
     (result,) = fit_together([Learner(module, optimizer, step_fn, checkpoint_dir)], batches, train, progress, desc)
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    return result  # without isolate an error propagates, so this is a TrainResult
 
 
 def fit_together(

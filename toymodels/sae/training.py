@@ -44,9 +44,7 @@ def train_sae(
     ``train.checkpoint_every`` steps and at the end, and an existing checkpoint is resumed from.
     """
     (result,) = train_saes([sae], batches, train, checkpoint_dirs=[checkpoint_dir], progress=progress, device=device)
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    return result  # without isolate an error propagates, so this is a TrainResult
 
 
 def train_saes(
