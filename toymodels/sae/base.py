@@ -114,21 +114,27 @@ class SparseAutoencoder(nn.Module):
         if self.cfg.target_l0 is not None:
             self.steer_l0(codes)
 
-    # Per step, the coefficient is multiplied by (batch L0 / target) ** rate: a proportional controller in
-    # log space, as SynthSAEBench's L0 autotuner adjusts its coefficient while the SAE trains.
+    # Per step, the coefficient is multiplied by (batch L0 / target) ** rate: an integral controller in log
+    # space (log coefficient sums the log errors), as SynthSAEBench's L0 autotuner adjusts its coefficient.
     l0_control_rate: ClassVar[float] = 0.02
 
     def sparsity_coefficient(self) -> float:
         """The coefficient of the sparsity term now: the config's, or the L0 controller's current value."""
         return self.cfg.sparsity_coefficient if self.cfg.target_l0 is None else float(self.coefficient)
 
+    def l0_ratio(self, codes: torch.Tensor) -> float:
+        """The batch's L0 over ``cfg.target_l0``, each + 0.1 so that a batch with no active latent still
+        moves the controller."""
+        l0 = float((codes > 0).sum(-1).float().mean())
+        return (l0 + 0.1) / (self.cfg.target_l0 + 0.1)
+
     @torch.no_grad()
     def steer_l0(self, codes: torch.Tensor) -> None:
         """Move the coefficient towards the value that holds ``cfg.target_l0`` (a larger penalty, fewer
         active latents), from the L0 of the batch just trained on."""
-        l0 = float((codes > 0).sum(-1).float().mean())
-        ratio = (l0 + 0.1) / (self.cfg.target_l0 + 0.1)  # + 0.1: a batch with no active latent still moves it
-        self.coefficient *= ratio ** (self.l0_control_rate if not self.knob_raises_l0 else -self.l0_control_rate)
+        ratio = self.l0_ratio(codes)
+        sign = -1.0 if self.knob_raises_l0 else 1.0
+        self.coefficient *= ratio ** (sign * self.l0_control_rate)
 
     def dead_mask(self) -> torch.Tensor:
         return self.steps_since_fired >= self.cfg.dead_after
