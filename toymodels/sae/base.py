@@ -69,6 +69,8 @@ class SparseAutoencoder(nn.Module):
         self.register_buffer("steps_since_fired", torch.zeros(cfg.d_sae, dtype=torch.int64))
         if cfg.target_l0 is not None:  # the L0 controller's state, checkpointed with the weights
             self.register_buffer("coefficient", torch.tensor(float(cfg.sparsity_coefficient), dtype=torch.float64))
+            if self.l0_trend_rate:
+                self.register_buffer("coefficient_trend", torch.tensor(1.0, dtype=torch.float64))
 
     # -- inference ---------------------------------------------------------------------------------
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,21 +116,41 @@ class SparseAutoencoder(nn.Module):
         if self.cfg.target_l0 is not None:
             self.steer_l0(codes)
 
-    # Per step, the coefficient is multiplied by (batch L0 / target) ** rate: a proportional controller in
-    # log space, as SynthSAEBench's L0 autotuner adjusts its coefficient while the SAE trains.
+    # Per step, the coefficient is multiplied by (batch L0 / target) ** rate: an integral controller in log
+    # space (log coefficient sums the log errors), as SynthSAEBench's L0 autotuner adjusts its coefficient.
     l0_control_rate: ClassVar[float] = 0.02
+    # A class whose penalty drifts by design (p-annealing) sets this > 0: the controller then also learns the
+    # coefficient's trend, so it tracks a moving coefficient without lagging behind it (see steer_l0).
+    l0_trend_rate: ClassVar[float] = 0.0
 
     def sparsity_coefficient(self) -> float:
         """The coefficient of the sparsity term now: the config's, or the L0 controller's current value."""
         return self.cfg.sparsity_coefficient if self.cfg.target_l0 is None else float(self.coefficient)
 
+    def l0_ratio(self, codes: torch.Tensor) -> float:
+        """The batch's L0 over ``cfg.target_l0``, each + 0.1 so that a batch with no active latent still
+        moves the controller."""
+        l0 = float((codes > 0).sum(-1).float().mean())
+        return (l0 + 0.1) / (self.cfg.target_l0 + 0.1)
+
     @torch.no_grad()
     def steer_l0(self, codes: torch.Tensor) -> None:
         """Move the coefficient towards the value that holds ``cfg.target_l0`` (a larger penalty, fewer
-        active latents), from the L0 of the batch just trained on."""
-        l0 = float((codes > 0).sum(-1).float().mean())
-        ratio = (l0 + 0.1) / (self.cfg.target_l0 + 0.1)  # + 0.1: a batch with no active latent still moves it
-        self.coefficient *= ratio ** (self.l0_control_rate if not self.knob_raises_l0 else -self.l0_control_rate)
+        active latents), from the L0 of the batch just trained on.
+
+        An integral controller lags a target that keeps moving: when the coefficient that holds the L0
+        falls by a steady factor per step, the L0 settles short by that factor to the power 1 / rate
+        (p-annealing's fell tenfold over 600 steps and its L0 stayed ~20% short of 8). With
+        ``l0_trend_rate`` > 0 a second integrator, ``coefficient_trend``, learns that per-step factor and
+        applies it too, which removes the steady error (a type-2 loop: our reasoning; measurements in
+        ``benchmarks/RESULTS.md``).
+        """
+        ratio = self.l0_ratio(codes)
+        sign = -1.0 if self.knob_raises_l0 else 1.0
+        if self.l0_trend_rate:
+            self.coefficient_trend *= ratio ** (sign * self.l0_trend_rate)
+            self.coefficient *= self.coefficient_trend
+        self.coefficient *= ratio ** (sign * self.l0_control_rate)
 
     def dead_mask(self) -> torch.Tensor:
         return self.steps_since_fired >= self.cfg.dead_after
