@@ -54,11 +54,32 @@ def test_the_coefficient_moves_the_way_the_knob_does():
 def test_steer_l0_hand_checked():
     sae = make_sae(SAEConfig("standard", 4, 8, sparsity_coefficient=2.0, target_l0=1.9))
     codes = torch.tensor([[1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0]])
+    sae.training_progress = 0.6  # past the annealed goal: steer to the target itself
     sae.steer_l0(codes)  # batch L0 3 against 1.9: x (3.1 / 2.0) ** 0.02
     assert float(sae.coefficient) == pytest.approx(2.0 * (3.1 / 2.0) ** 0.02, rel=1e-12)
     assert sae.sparsity_coefficient() == float(sae.coefficient)
     plain = make_sae(SAEConfig("standard", 4, 8, sparsity_coefficient=2.0))
     assert plain.sparsity_coefficient() == 2.0 and "coefficient" not in plain.state_dict()
+    assert "l0_start" not in plain.state_dict()
+
+
+def test_the_goal_anneals_geometrically_from_the_first_batch_l0():
+    """First batch L0 8.4 against target 2.1: the goal at progress 0.3 (half of 0.6) is sqrt(8.4 * 2.1) = 4.2."""
+    sae = make_sae(SAEConfig("standard", 4, 12, sparsity_coefficient=2.0, target_l0=2.1))
+    dense = torch.zeros(5, 12)
+    dense[:, :8] = 1.0
+    dense[:2, 8] = 1.0  # L0 (5 * 8 + 2) / 5 = 8.4
+    sae.steer_l0(dense)  # progress 0: the goal is the batch's own L0, so the coefficient holds
+    assert float(sae.l0_start) == pytest.approx(8.4) and float(sae.coefficient) == pytest.approx(2.0, rel=1e-12)
+    for progress, goal in [(0.3, 4.2), (0.6, 2.1), (0.9, 2.1)]:
+        sae.training_progress = progress
+        assert sae.l0_goal() == pytest.approx(goal, rel=1e-6)  # the batch L0 is a float32 mean
+    sae.training_progress = 0.3
+    sae.steer_l0(dense)
+    assert float(sae.coefficient) == pytest.approx(2.0 * (8.5 / 4.3) ** 0.02, rel=1e-6)
+    below = make_sae(SAEConfig("standard", 4, 12, target_l0=9.0))
+    below.steer_l0(dense)  # a start below target: steer to the target from the first step
+    assert below.l0_goal() == 9.0
 
 
 def test_jumprelu_scales_its_thresholds_down_only_below_target():
@@ -80,6 +101,7 @@ def test_p_anneal_learns_the_trend_of_its_coefficient():
     sae = make_sae(SAEConfig("p_anneal", 4, 8, sparsity_coefficient=2.0, target_l0=1.9))
     codes = torch.tensor([[1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0]])
     r = 3.1 / 2.0  # batch L0 3 against 1.9
+    sae.training_progress = 0.6  # past the annealed goal
     sae.steer_l0(codes)
     sae.steer_l0(codes)
     assert float(sae.coefficient_trend) == pytest.approx(r ** (2 * 1e-4), rel=1e-12)

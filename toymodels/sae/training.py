@@ -22,6 +22,7 @@ class Trainer:
 
     def step(self, x: torch.Tensor, step: int) -> LossTerms:
         """Train on batch ``x`` as step ``step`` (0-based) of ``train.steps``; returns the loss terms."""
+        self.sae.training_progress = step / self.train.steps  # the L0 controller's annealed goal reads it
         terms = self.sae.training_loss(x, step / self.train.steps)
         gradient_step(self.optimizer, terms.total, self.train, step, self.sae.before_optimizer_step)
         self.sae.after_optimizer_step(x, terms.codes, self.optimizer, step + 1)
