@@ -81,7 +81,11 @@ def test_device_reaches_the_experiment(command, flag, expected, tmp_path, monkey
     [
         ("tpu", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
         ("cuda:x", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'cuda:x'"),
-        *([] if torch.cuda.is_available() else [("cuda", "device='cuda': torch sees no CUDA device")]),
+        *(
+            []
+            if torch.cuda.is_available()
+            else [("cuda", "device='cuda': torch sees no CUDA device on this machine (use 'cpu' or 'auto')")]
+        ),
     ],
 )
 def test_a_device_the_machine_lacks_is_an_argument_error_naming_it(command, device, words, tmp_path, capsys):
