@@ -6,11 +6,21 @@ order, the workers compute the batches in any order, and the consumer receives t
 stream is the same bytes for any number of workers. Workers start from a forkserver that has imported
 torch (spawn where there is no forkserver), never by forking a process that may hold threads or a CUDA
 context.
+
+Tensors travel through shared-memory slots that each worker allocates once and reuses: the worker copies a
+result's tensors into a free slot and sends only the small rest of the result (pickled, with the tensors'
+places in the slot); the consumer copies them out, straight into pinned memory when the batch goes to CUDA,
+and hands the slot back. Sending each tensor through a queue instead (torch moves every one into a fresh
+shared-memory segment and passes its file descriptor) costs about 10 ms for a 3 MB batch, which would cap
+the consumer at ~100k samples/s of ``synthsaebench16k`` whatever the number of workers
+(``benchmarks/bench_data_path.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import math
 import multiprocessing
 import pickle
 import queue
@@ -31,6 +41,7 @@ T = TypeVar("T")
 
 _POLL_S = 0.2  # how often a waiting worker checks for a stop or a vanished consumer, and the consumer for dead workers
 _JOIN_S = 5.0  # how long close() lets workers finish their batch before terminating them
+_ALIGN = 64  # byte alignment of each tensor in a slot, enough for any dtype's view
 
 
 class WorkerTraceback(Exception):
@@ -47,12 +58,11 @@ class Prefetch(Generic[T], Iterator[T]):
     the batch last delivered: the memory held is bounded, and an endless ``keys`` is fine. ``compute`` must
     be picklable (a module-level function, or a ``functools.partial`` of one with its data); it is sent to
     each worker once, its tensors through shared memory. Each worker runs torch on ``threads`` threads.
+    A batch is any picklable object; the tensors in it arrive as fresh tensors (never views of memory a
+    worker reuses), on ``device`` when one is given (for CUDA through pinned memory, without blocking).
 
-    With ``device``, batches (tensors, or tuples, lists and dicts of them) arrive on that device; for CUDA
-    they are copied through pinned memory without blocking the consumer. An exception in ``compute``
-    is raised in the consumer with its message and the worker's traceback as its cause.
-
-    Close it (or use it as a context manager) to stop the workers; it closes itself when ``keys`` runs
+    An exception in ``compute`` is raised in the consumer with its message and the worker's traceback as its
+    cause. Close it (or use it as a context manager) to stop the workers; it closes itself when ``keys`` runs
     out, on an error, and when it is garbage collected, and workers exit on their own if the consumer's
     process dies. Workers ignore Ctrl-C: the consumer gets the ``KeyboardInterrupt`` and stops them.
     """
@@ -77,12 +87,15 @@ class Prefetch(Generic[T], Iterator[T]):
         self._sent = self._delivered = 0
         self._exhausted = False
         self._ready: dict[int, T] = {}
+        self._slots: dict[tuple[int, int], torch.Tensor] = {}  # (worker, slot) -> its shared bytes
         ctx = _context()
         self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+        self._releases = [ctx.Queue() for _ in range(workers)]  # slots each worker may reuse
+        slots = math.ceil(depth / workers) + 1  # per worker: enough for its share of the batches in flight
         self._workers = [
             ctx.Process(
                 target=_work,
-                args=(compute, threads, self._tasks, self._results, self._stop),
+                args=(compute, threads, i, slots, self._tasks, self._results, self._releases[i], self._stop),
                 name=f"groundtruth-prefetch-{i}",
                 daemon=True,
             )
@@ -123,7 +136,7 @@ class Prefetch(Generic[T], Iterator[T]):
             batch = self._ready.pop(self._delivered)
             self._delivered += 1
             self._fill()
-            return _to_device(batch, self._device)
+            return batch
         except BaseException:
             self.close()
             raise
@@ -140,7 +153,8 @@ class Prefetch(Generic[T], Iterator[T]):
             self._sent += 1
 
     def _receive(self) -> None:
-        """Wait for the next computed batch (any index); a worker that died without answering is an error."""
+        """Take the next computed batch (any index) out of its slot; a worker that died without answering is
+        an error."""
         while True:
             try:
                 index, ok, payload = self._results.get(timeout=_POLL_S)
@@ -153,7 +167,13 @@ class Prefetch(Generic[T], Iterator[T]):
                         ) from None
         if not ok:
             raise _remote_error(index, *payload)
-        self._ready[index] = payload
+        worker, slot, new, data, layout = payload
+        if new is not None:
+            self._slots[worker, slot] = new
+        region = self._slots[worker, slot] if layout else None
+        self._ready[index] = _Unpickler(io.BytesIO(data), region, layout, self._device).load()
+        if layout:
+            self._releases[worker].put(slot)
 
     def close(self) -> None:
         """Stop the workers (each finishes the batch it is computing, or is terminated after a few seconds)
@@ -170,10 +190,12 @@ class Prefetch(Generic[T], Iterator[T]):
             if worker.is_alive():
                 worker.terminate()
                 worker.join()
-        self._tasks.cancel_join_thread()  # keys nobody will read must not hold up this process's exit
-        self._tasks.close()
+        for q in (self._tasks, *self._releases):
+            q.cancel_join_thread()  # what nobody will read must not hold up this process's exit
+            q.close()
         self._results.close()
         self._ready.clear()
+        self._slots.clear()
 
     def __enter__(self) -> Prefetch[T]:
         return self
@@ -197,22 +219,122 @@ def _context():
     return torch.multiprocessing.get_context("spawn")
 
 
-def _work(compute: Callable, threads: int, tasks, results, stop) -> None:
+class _Stopped(Exception):
+    """The worker was told to stop, or its consumer is gone, while it waited."""
+
+
+def _waiting(stop, parent) -> None:
+    """Raise :class:`_Stopped` if a waiting worker should give up."""
+    if stop.is_set() or (parent is not None and not parent.is_alive()):
+        raise _Stopped
+
+
+class _Slots:
+    """A worker's shared-memory slots: it copies a result's tensors into a free one, and the consumer hands
+    it back (through ``releases``) once it has copied them out. At most ``most`` slots, made as needed."""
+
+    def __init__(self, worker: int, most: int, releases, stop, parent) -> None:
+        self.worker, self.most, self.releases, self.stop, self.parent = worker, most, releases, stop, parent
+        self.slots: list[torch.Tensor] = []
+        self.free: set[int] = set()
+
+    def pack(self, result) -> tuple:
+        """The message for ``result``: (worker, slot, the slot if new else None, pickled rest, tensor layout)."""
+        data, tensors = io.BytesIO(), []
+        _Pickler(data, tensors).dump(result)
+        layout, size = [], 0
+        for t in tensors:
+            size = -(-size // _ALIGN) * _ALIGN
+            layout.append((size, t.dtype, tuple(t.shape)))
+            size += t.numel() * t.element_size()
+        if not tensors:
+            return self.worker, None, None, data.getvalue(), layout
+        slot, new = self._take(size)
+        for t, (offset, dtype, shape) in zip(tensors, layout, strict=True):
+            _view(self.slots[slot], offset, dtype, shape).copy_(t)
+        return self.worker, slot, new, data.getvalue(), layout
+
+    def _take(self, size: int) -> tuple[int, torch.Tensor | None]:
+        """A free slot of at least ``size`` bytes, and the slot itself when the consumer has not seen it."""
+        while True:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.free.add(self.releases.get_nowait())
+            fits = [s for s in self.free if self.slots[s].numel() >= size]
+            if fits:
+                slot = min(fits, key=lambda s: self.slots[s].numel())
+                self.free.remove(slot)
+                return slot, None
+            if len(self.slots) < self.most or self.free:  # make one, or replace a free one that is too small
+                made = torch.empty(max(size, 1), dtype=torch.uint8).share_memory_()
+                if len(self.slots) < self.most:
+                    self.slots.append(made)
+                    return len(self.slots) - 1, made
+                slot = self.free.pop()
+                self.slots[slot] = made
+                return slot, made
+            try:
+                self.free.add(self.releases.get(timeout=_POLL_S))
+            except queue.Empty:
+                _waiting(self.stop, self.parent)
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles a result with its (strided) tensors left out, collected in ``tensors`` to travel in a slot."""
+
+    def __init__(self, file, tensors: list[torch.Tensor]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.tensors = tensors
+
+    def persistent_id(self, obj):
+        if isinstance(obj, torch.Tensor) and obj.layout == torch.strided:
+            self.tensors.append(obj.detach().cpu())
+            return len(self.tensors) - 1
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    """Unpickles a result, copying each tensor out of its slot (``region``), to ``device`` if given."""
+
+    def __init__(self, file, region: torch.Tensor | None, layout: list, device: torch.device | None) -> None:
+        super().__init__(file)
+        self.region, self.layout, self.device = region, layout, device
+
+    def persistent_load(self, pid: int) -> torch.Tensor:
+        offset, dtype, shape = self.layout[pid]
+        source = _view(self.region, offset, dtype, shape)
+        if self.device is not None and self.device.type == "cuda":
+            pinned = torch.empty(shape, dtype=dtype, pin_memory=True).copy_(source)
+            return pinned.to(self.device, non_blocking=True)  # ordered before the consumer's kernels on the stream
+        return source.clone() if self.device is None else source.to(self.device, copy=True)
+
+
+def _view(slot: torch.Tensor, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """The tensor of ``dtype`` and ``shape`` stored at byte ``offset`` of ``slot``."""
+    count = math.prod(shape) * dtype.itemsize
+    return slot[offset : offset + count].view(dtype).view(shape)
+
+
+def _work(compute: Callable, threads: int, worker: int, slots: int, tasks, results, releases, stop) -> None:
     """A worker's loop: compute ``(index, key)`` tasks until stopped or until the consumer's process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's: it stops the workers
     torch.set_num_threads(threads)
     parent = multiprocessing.parent_process()
-    while not stop.is_set():
-        try:
-            index, key = tasks.get(timeout=_POLL_S)
-        except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                break
-            continue
-        try:
-            results.put((index, True, compute(key)))
-        except Exception as err:
-            results.put((index, False, _describe(err)))
+    place = _Slots(worker, slots, releases, stop, parent)
+    with contextlib.suppress(_Stopped):
+        while not stop.is_set():
+            try:
+                index, key = tasks.get(timeout=_POLL_S)
+            except queue.Empty:
+                _waiting(stop, parent)
+                continue
+            try:
+                message = (index, True, place.pack(compute(key)))
+            except _Stopped:
+                raise
+            except Exception as err:
+                message = (index, False, _describe(err))
+            results.put(message)
     results.cancel_join_thread()  # batches nobody will read must not hold up the exit
 
 
@@ -228,29 +350,11 @@ def _describe(err: Exception) -> tuple[bytes | None, str, str]:
 
 def _remote_error(index: int, pickled: bytes | None, words: str, trace: str) -> BaseException:
     """The worker's exception to raise in the consumer: the same type and message where it pickles."""
-    err = (
-        pickle.loads(pickled)
-        if pickled is not None
-        else RuntimeError(f"prefetch worker failed on batch {index}: {words}")
-    )
+    err = pickle.loads(pickled) if pickled is not None else None
+    if err is None:
+        err = RuntimeError(f"prefetch worker failed on batch {index}: {words}")
     err.__cause__ = WorkerTraceback(trace)
     return err
-
-
-def _to_device(batch, device: torch.device | None):
-    """``batch`` (a tensor, or tuples, lists and dicts of them) on ``device``: through pinned memory and
-    without blocking for CUDA (the copy is ordered before the consumer's kernels on the same stream)."""
-    if device is None:
-        return batch
-    if isinstance(batch, torch.Tensor):
-        if device.type == "cuda":
-            return batch.pin_memory().to(device, non_blocking=True)
-        return batch.to(device)
-    if isinstance(batch, tuple | list):
-        return type(batch)([_to_device(b, device) for b in batch])
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
 
 
 __all__ = ["Prefetch", "WorkerTraceback"]

@@ -27,5 +27,20 @@ def fail_unpicklably(k: int) -> torch.Tensor:
     raise _Unpicklable("holds a lock")
 
 
-def structured(k: int) -> dict:
-    return {"x": torch.full((2,), float(k)), "pair": (torch.tensor([k]), torch.tensor([-k]))}
+def mixed(k: int) -> dict:
+    """Tensors of several dtypes, shapes and layouts inside nested containers, next to plain objects."""
+    g = torch.Generator().manual_seed(k)
+    grid = torch.randn(5, 3, generator=g)
+    return {
+        "key": k,
+        "floats": (grid.t(), grid.half(), grid.double()[::2]),  # non-contiguous, half, strided rows
+        "ints": [torch.arange(k, k + 7), torch.tensor(k)],  # and a 0-d tensor
+        "mask": grid > 0,
+        "empty": torch.empty(0, 4),
+        "sparse": torch.eye(3).to_sparse(),  # not strided: pickled the ordinary way
+    }
+
+
+def growing(k: int) -> torch.Tensor:
+    """Each batch larger than the last, so slots must be replaced."""
+    return torch.arange(1000 * (k + 1), dtype=torch.float64)

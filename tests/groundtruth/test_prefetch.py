@@ -15,7 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prefetch_jobs import fail_on_three, fail_unpicklably, slow_square, structured
+from prefetch_jobs import fail_on_three, fail_unpicklably, growing, mixed, slow_square
 
 from groundtruth import SparseFeatureConfig, SparseFeatureModel
 from groundtruth.prefetch import Prefetch, WorkerTraceback
@@ -142,11 +142,36 @@ def test_a_dead_worker_is_an_error_not_a_hang():
                 next(batches)
 
 
-def test_device_moves_tensors_inside_structures():
-    with Prefetch(structured, range(2), workers=1, device="cpu") as batches:
-        first = next(batches)
-    assert torch.equal(first["x"], torch.zeros(2)) and isinstance(first["pair"], tuple)
-    assert first["pair"][0].device.type == "cpu"
+def _same(a, b) -> bool:
+    """Equal values, with tensors compared by dtype, shape and bytes."""
+    if isinstance(a, torch.Tensor):
+        if a.layout != torch.strided:
+            return a.layout == b.layout and torch.equal(a.to_dense(), b.to_dense())
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, tuple | list):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_results_keep_their_structure_dtypes_and_shapes(device):
+    with Prefetch(mixed, range(6), workers=2, device=device) as batches:
+        got = list(batches)
+    assert all(_same(g, mixed(k)) for k, g in enumerate(got))
+    assert all(t.is_contiguous() for t in got[0]["floats"])  # fresh tensors, not views of a slot
+
+
+def test_delivered_batches_are_not_overwritten_when_slots_are_reused():
+    with Prefetch(slow_square, range(30), workers=2, depth=2) as batches:
+        kept = list(batches)  # 30 batches through 2 x 2 slots: each slot reused many times
+    assert [int(b) for b in kept] == [k * k for k in range(30)]
+
+
+def test_slots_grow_with_the_batches():
+    with Prefetch(growing, range(8), workers=1, depth=1) as batches:
+        assert all(torch.equal(b, growing(k)) for k, b in enumerate(batches))
 
 
 @pytest.mark.parametrize(
