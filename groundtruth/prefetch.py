@@ -9,8 +9,10 @@ context.
 
 Tensors travel through shared-memory slots that each worker allocates once and reuses: the worker copies a
 result's tensors into a free slot and sends only the small rest of the result (pickled, with the tensors'
-places in the slot); the consumer copies them out, straight into pinned memory when the batch goes to CUDA,
-and hands the slot back. Sending each tensor through a queue instead (torch moves every one into a fresh
+places in the slot); a thread of the consumer's process receives them as they arrive, copies them out
+(straight into pinned memory when the batch goes to CUDA) on that one thread, and hands the slot back, so
+workers never wait on a consumer busy training, and the copies never spin up the consumer's intra-op pool
+(with 2 threads on a busy 2-core machine that costs 6x the CPU). Sending each tensor through a queue instead (torch moves every one into a fresh
 shared-memory segment and passes its file descriptor) costs about 10 ms for a 3 MB batch, which would cap
 the consumer at ~100k samples/s of ``synthsaebench16k`` whatever the number of workers
 (``benchmarks/bench_data_path.py``).
@@ -25,11 +27,13 @@ import multiprocessing
 import pickle
 import queue
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
+import numpy as np
 import torch
 import torch.multiprocessing
 
@@ -86,16 +90,23 @@ class Prefetch(Generic[T], Iterator[T]):
         self._depth = depth
         self._sent = self._delivered = 0
         self._exhausted = False
-        self._ready: dict[int, T] = {}
-        self._slots: dict[tuple[int, int], torch.Tensor] = {}  # (worker, slot) -> its shared bytes
         ctx = _context()
-        self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-        self._releases = [ctx.Queue() for _ in range(workers)]  # slots each worker may reuse
+        self._tasks, self._stop = ctx.Queue(), ctx.Event()
+        self._receiver = _Receiver(ctx, workers, self._device)
         slots = math.ceil(depth / workers) + 1  # per worker: enough for its share of the batches in flight
         self._workers = [
             ctx.Process(
                 target=_work,
-                args=(compute, threads, i, slots, self._tasks, self._results, self._releases[i], self._stop),
+                args=(
+                    compute,
+                    threads,
+                    i,
+                    slots,
+                    self._tasks,
+                    self._receiver.results,
+                    self._receiver.releases[i],
+                    self._stop,
+                ),
                 name=f"groundtruth-prefetch-{i}",
                 daemon=True,
             )
@@ -111,6 +122,7 @@ class Prefetch(Generic[T], Iterator[T]):
                         f"compute must be picklable (a module-level function or a functools.partial of one), "
                         f"got {compute!r}: {err}"
                     ) from err
+            self._receiver.start(self._workers)
             self._fill()
         except BaseException:
             self.close()
@@ -131,9 +143,7 @@ class Prefetch(Generic[T], Iterator[T]):
             if self._delivered == self._sent:  # keys ran out and everything was delivered
                 self.close()
                 raise StopIteration
-            while self._delivered not in self._ready:
-                self._receive()
-            batch = self._ready.pop(self._delivered)
+            batch = self._receiver.take(self._delivered)
             self._delivered += 1
             self._fill()
             return batch
@@ -152,35 +162,13 @@ class Prefetch(Generic[T], Iterator[T]):
             self._tasks.put((self._sent, key))
             self._sent += 1
 
-    def _receive(self) -> None:
-        """Take the next computed batch (any index) out of its slot; a worker that died without answering is
-        an error."""
-        while True:
-            try:
-                index, ok, payload = self._results.get(timeout=_POLL_S)
-                break
-            except queue.Empty:
-                for worker in self._workers:
-                    if not worker.is_alive():
-                        raise RuntimeError(
-                            f"prefetch worker {worker.name} (pid {worker.pid}) exited with code {worker.exitcode}"
-                        ) from None
-        if not ok:
-            raise _remote_error(index, *payload)
-        worker, slot, new, data, layout = payload
-        if new is not None:
-            self._slots[worker, slot] = new
-        region = self._slots[worker, slot] if layout else None
-        self._ready[index] = _Unpickler(io.BytesIO(data), region, layout, self._device).load()
-        if layout:
-            self._releases[worker].put(slot)
-
     def close(self) -> None:
         """Stop the workers (each finishes the batch it is computing, or is terminated after a few seconds)
         and drop the batches not yet delivered. Closing twice is fine."""
         if self._closed:
             return
         self._closed = True
+        self._receiver.stop()
         self._stop.set()
         deadline = time.monotonic() + _JOIN_S
         for worker in self._workers:
@@ -190,12 +178,9 @@ class Prefetch(Generic[T], Iterator[T]):
             if worker.is_alive():
                 worker.terminate()
                 worker.join()
-        for q in (self._tasks, *self._releases):
-            q.cancel_join_thread()  # what nobody will read must not hold up this process's exit
-            q.close()
-        self._results.close()
-        self._ready.clear()
-        self._slots.clear()
+        self._tasks.cancel_join_thread()  # keys nobody will read must not hold up this process's exit
+        self._tasks.close()
+        self._receiver.close()
 
     def __enter__(self) -> Prefetch[T]:
         return self
@@ -206,6 +191,99 @@ class Prefetch(Generic[T], Iterator[T]):
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # at interpreter exit the modules close() needs may be gone
             self.close()
+
+
+class _Failed:
+    """A batch whose computation raised: the exception, raised when the batch's turn comes."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _Receiver:
+    """The consumer's side of the transport: a daemon thread that takes every message as it arrives, copies
+    the batch out of its slot (NumPy's copy, on this thread alone: torch's would start the intra-op pool,
+    and setting torch's thread count here would change the process's), hands the slot back, and keeps the
+    batch until :meth:`take` asks for it. The thread holds this object, not the :class:`Prefetch`, so an
+    abandoned ``Prefetch`` is still collected (and closed)."""
+
+    def __init__(self, ctx, workers: int, device: torch.device | None) -> None:
+        self.results = ctx.Queue()
+        self.releases = [ctx.Queue() for _ in range(workers)]  # slots each worker may reuse
+        self.device = device
+        self.slots: dict[tuple[int, int], torch.Tensor] = {}  # (worker, slot) -> its shared bytes
+        self.ready: dict[int, tuple[bytes, list[torch.Tensor]] | _Failed] = {}
+        self.failure: BaseException | None = None  # a worker died: every batch after is lost
+        self.changed = threading.Condition()
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, workers: list) -> None:
+        self.thread = threading.Thread(target=self._run, args=(workers,), name="groundtruth-prefetch", daemon=True)
+        self.thread.start()
+
+    def take(self, index: int):
+        """Batch ``index`` (on the device), once it has arrived; raises what computing it raised."""
+        with self.changed:
+            while index not in self.ready and self.failure is None:
+                self.changed.wait(_POLL_S)
+            if index not in self.ready:
+                raise self.failure
+            got = self.ready.pop(index)
+        if isinstance(got, _Failed):
+            raise got.error
+        data, tensors = got
+        return _Unpickler(io.BytesIO(data), tensors, self.device).load()
+
+    def _run(self, workers: list) -> None:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    index, ok, payload = self.results.get(timeout=_POLL_S)
+                except queue.Empty:
+                    for worker in workers:
+                        if not worker.is_alive() and not self.stopping.is_set():
+                            raise RuntimeError(
+                                f"prefetch worker {worker.name} (pid {worker.pid}) exited with code {worker.exitcode}"
+                            ) from None
+                    continue
+                got = self._unpack(payload) if ok else _Failed(_remote_error(index, *payload))
+                with self.changed:
+                    self.ready[index] = got
+                    self.changed.notify_all()
+        except Exception as err:  # reported to the consumer, which closes
+            with self.changed:
+                self.failure = err
+                self.changed.notify_all()
+
+    def _unpack(self, payload) -> tuple[bytes, list[torch.Tensor]]:
+        """The pickled rest of a batch and its tensors, copied out of the slot, which goes back to its worker."""
+        worker, slot, new, data, layout = payload
+        if new is not None:
+            self.slots[worker, slot] = new
+        pin = self.device is not None and self.device.type == "cuda"
+        tensors = []
+        for offset, dtype, shape in layout:
+            count = math.prod(shape) * dtype.itemsize
+            raw = torch.empty(count, dtype=torch.uint8, pin_memory=pin)
+            np.copyto(raw.numpy(), self.slots[worker, slot][offset : offset + count].numpy())
+            tensors.append(raw.view(dtype).view(shape))
+        if layout:
+            self.releases[worker].put(slot)
+        return data, tensors
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join()
+
+    def close(self) -> None:
+        for q in self.releases:
+            q.cancel_join_thread()  # what nobody will read must not hold up this process's exit
+            q.close()
+        self.results.close()
+        self.ready.clear()
+        self.slots.clear()
 
 
 def _context():
@@ -294,19 +372,18 @@ class _Pickler(pickle.Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
-    """Unpickles a result, copying each tensor out of its slot (``region``), to ``device`` if given."""
+    """Unpickles a batch with its tensors (copied out of their slot) put back, moved to ``device`` if given."""
 
-    def __init__(self, file, region: torch.Tensor | None, layout: list, device: torch.device | None) -> None:
+    def __init__(self, file, tensors: list[torch.Tensor], device: torch.device | None) -> None:
         super().__init__(file)
-        self.region, self.layout, self.device = region, layout, device
+        self.tensors, self.device = tensors, device
 
     def persistent_load(self, pid: int) -> torch.Tensor:
-        offset, dtype, shape = self.layout[pid]
-        source = _view(self.region, offset, dtype, shape)
-        if self.device is not None and self.device.type == "cuda":
-            pinned = torch.empty(shape, dtype=dtype, pin_memory=True).copy_(source)
-            return pinned.to(self.device, non_blocking=True)  # ordered before the consumer's kernels on the stream
-        return source.clone() if self.device is None else source.to(self.device, copy=True)
+        tensor = self.tensors[pid]
+        if self.device is None:
+            return tensor
+        # From pinned memory for CUDA: the copy does not block, and is ordered before the consumer's kernels.
+        return tensor.to(self.device, non_blocking=self.device.type == "cuda")
 
 
 def _view(slot: torch.Tensor, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:

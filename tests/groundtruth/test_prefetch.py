@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -167,6 +168,23 @@ def test_delivered_batches_are_not_overwritten_when_slots_are_reused():
     with Prefetch(slow_square, range(30), workers=2, depth=2) as batches:
         kept = list(batches)  # 30 batches through 2 x 2 slots: each slot reused many times
     assert [int(b) for b in kept] == [k * k for k in range(30)]
+
+
+def test_receiving_leaves_the_consumers_torch_threads_alone():
+    """The thread that copies batches out of their slots does not set torch's thread count, which would
+    change the count every later thread of the process starts with."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with Prefetch(growing, range(4), workers=1) as batches:
+            list(batches)
+        seen = []
+        fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        fresh.start()
+        fresh.join()
+        assert seen == [2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_slots_grow_with_the_batches():
