@@ -108,6 +108,17 @@ def _device_option(parser: argparse.ArgumentParser, default: str | None = "auto"
     )
 
 
+def _device(text: str):
+    """``--device`` as a :class:`torch.device` this machine has (``auto``: CUDA when present), resolved where
+    the command runs; one it lacks is an argument error naming it, before anything is written."""
+    from groundtruth.devices import resolve_device  # imports torch: only once a command runs
+
+    try:
+        return resolve_device(text)
+    except ValueError as err:
+        raise _UsageError(f"--device: {err}") from None
+
+
 def _config(cls: type[_T], **fields: object) -> _T:
     """``cls(**fields)`` for a config made from the command line: a value it refuses is an argument error."""
     try:
@@ -159,6 +170,7 @@ _RESUMES_TRAINING = "continues an unfinished model training from its last checkp
 
 def _demo_options(parser: argparse.ArgumentParser) -> None:
     _run_options(parser, seeds="data and SAEs", out="groundtruth-demo")
+    _device_option(parser)
     parser.add_argument("--quick", action="store_true", help="a much smaller run, for smoke tests")
 
 
@@ -169,16 +181,20 @@ def _demo(args: argparse.Namespace) -> int:
     from analysis.experiments.recovery import scoreboard
 
     out = args.out or Path("groundtruth-demo")
+    device = _device(args.device)
     started = time.perf_counter()
     print(
-        f"groundtruth demo: the SAE family on two sources with known features, Mess3 beliefs, Othello boards -> {out}/"
+        "groundtruth demo: the SAE family on two sources with known features, Mess3 beliefs, Othello boards "
+        f"-> {out}/ (on {device})"
     )
     rerun = (
         "trains and scores the SAE scoreboard again from the start; in beliefs/ and othello/ it reuses the models "
         f"and SAEs trained with the same options and {_RESUMES_TRAINING}"
     )
     with _writing([out, out / "beliefs", out / "othello"], rerun):
-        rows, beliefs, othello = run_demo(out, seed=args.seed, quick=args.quick, progress=not args.no_progress)
+        rows, beliefs, othello = run_demo(
+            out, seed=args.seed, quick=args.quick, progress=not args.no_progress, device=device
+        )
     print()
     print(scoreboard(rows))
     print()
@@ -244,6 +260,7 @@ def _beliefs_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--soft", action="store_true", help="train on exact next-token distributions")
     parser.add_argument("--sae-width", type=int, default=0, help="also score a TopK SAE of this width (0: none)")
     _run_options(parser, seeds="weights, data and split", out="groundtruth-beliefs/PROCESS-MODEL")
+    _device_option(parser)
 
 
 def _beliefs(args: argparse.Namespace) -> int:
@@ -262,12 +279,13 @@ def _beliefs(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     out = args.out or Path(f"groundtruth-beliefs/{cfg.process}-{cfg.model}{'-soft' if cfg.soft else ''}")
+    device = _device(args.device)
     started = time.perf_counter()
-    print(f"groundtruth beliefs: {cfg.process} on the {cfg.model} transformer -> {out}/")
+    print(f"groundtruth beliefs: {cfg.process} on the {cfg.model} transformer -> {out}/ (on {device})")
     reused = "the trained model and a finished SAE" if cfg.sae_width else "the trained model"
     rerun = f"reuses {reused}, {_RESUMES_TRAINING}, and scores again"
     with _writing([out], rerun):
-        results = run_beliefs(cfg, out, progress=not args.no_progress)
+        results = run_beliefs(cfg, out, progress=not args.no_progress, device=device)
     print()
     print(belief_report(results))
     print()
@@ -321,6 +339,7 @@ def _games_options(parser: argparse.ArgumentParser) -> None:
             help=f"{what} (default: %(default)s)",
         )
     _run_options(parser, seeds="games, weights and splits", out="groundtruth-games/GAME-MODEL or GAME-data")
+    _device_option(parser)
 
 
 def _games(args: argparse.Namespace) -> int:
@@ -363,10 +382,11 @@ def _games(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     out = args.out or Path(f"groundtruth-games/{cfg.game}-{cfg.model}")
-    print(f"groundtruth games {cfg.game}: the {cfg.model} transformer, probes and SAEs -> {out}/")
+    device = _device(args.device)
+    print(f"groundtruth games {cfg.game}: the {cfg.model} transformer, probes and SAEs -> {out}/ (on {device})")
     rerun = f"reuses the trained model and SAEs, {_RESUMES_TRAINING}, trains the missing SAEs and scores again"
     with _writing([out], rerun):
-        results = run_games(cfg, out, progress=not args.no_progress)
+        results = run_games(cfg, out, progress=not args.no_progress, device=device)
     print()
     print(games_report(results))
     print()

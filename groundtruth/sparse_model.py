@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -25,6 +27,7 @@ from groundtruth.firing import Constant, Schedule, firing_probabilities
 from groundtruth.hierarchy import Forest, Hierarchy
 from groundtruth.latents import ActivationBatch, SparseCodes
 from groundtruth.magnitudes import Magnitude, Uniform
+from groundtruth.prefetch import Prefetch
 from groundtruth.seeding import child_seed
 from groundtruth.threads import map_threads
 
@@ -112,9 +115,23 @@ class SparseFeatureModel:
         The rows are drawn in blocks of :attr:`block`, each from its own generator seeded from
         ``generator``, on as many threads as torch uses: the same bytes for any thread count.
         """
+        return self.sample_blocks(n, self.block_seeds(n, generator))
+
+    def block_seeds(self, n: int, generator: torch.Generator) -> list[int]:
+        """The seeds of the blocks of a sample of ``n`` rows, drawn from ``generator``: the cheap, sequential
+        part of :meth:`sample`, so that the expensive part (:meth:`sample_blocks`) can run anywhere."""
+        check_int("n", n)
+        return torch.randint(0, 2**62, (-(-n // self.block),), generator=generator).tolist()
+
+    def sample_blocks(self, n: int, seeds: list[int]) -> ActivationBatch:
+        """The sample of ``n`` rows whose blocks have ``seeds`` (from :meth:`block_seeds`):
+        ``sample(n, g)`` is ``sample_blocks(n, block_seeds(n, g))``."""
         check_int("n", n)
         starts = range(0, n, self.block)
-        seeds = torch.randint(0, 2**62, (len(starts),), generator=generator).tolist()
+        if len(seeds) != len(starts):
+            raise ValueError(
+                f"seeds must hold one seed per block of {self.block} rows ({len(starts)}), got {len(seeds)}"
+            )
         if len(starts) == 1:
             return self._sample_block(n, torch.Generator().manual_seed(seeds[0]))
         x = torch.empty(n, self.config.d)
@@ -148,9 +165,12 @@ class SparseFeatureModel:
             x = x + self.config.noise_std * torch.randn(x.shape, generator=generator)
         return ActivationBatch(x, SparseCodes(rows, cols, values, (n, nf)), self.directions)
 
+    def _stream_generator(self, seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(child_seed(self.config.seed, f"stream/{seed}"))
+
     def stream(self, batch_size: int, seed: int = 0) -> Iterator[ActivationBatch]:
         """An endless stream of training batches; ``seed`` picks the stream."""
-        g = torch.Generator().manual_seed(child_seed(self.config.seed, f"stream/{seed}"))
+        g = self._stream_generator(seed)
         while True:
             yield self.sample(batch_size, g)
 
@@ -158,9 +178,33 @@ class SparseFeatureModel:
         """An endless stream of ``x`` alone, for training loops."""
         return (batch.x for batch in self.stream(batch_size, seed))
 
+    def prefetch(
+        self,
+        batch_size: int,
+        seed: int = 0,
+        *,
+        workers: int = 2,
+        device: str | torch.device | None = None,
+        depth: int | None = None,
+    ) -> Prefetch[torch.Tensor]:
+        """The batches of :meth:`activations` (the same bytes, in the same order), sampled in ``workers``
+        processes ahead of the consumer and delivered on ``device``: a data path that keeps a GPU fed.
+        Close it, or use it in a ``with`` block, to stop the workers (:class:`groundtruth.prefetch.Prefetch`)."""
+        check_int("batch_size", batch_size)
+        g = self._stream_generator(seed)
+        keys = (self.block_seeds(batch_size, g) for _ in itertools.count())
+        return Prefetch(
+            functools.partial(_x_of_blocks, self, batch_size), keys, workers=workers, device=device, depth=depth
+        )
+
     def eval_set(self, n: int, seed: int = 0) -> ActivationBatch:
         """A fixed evaluation set, disjoint in randomness from every training stream."""
         return self.sample(n, torch.Generator().manual_seed(child_seed(self.config.seed, f"eval/{seed}")))
+
+
+def _x_of_blocks(model: SparseFeatureModel, n: int, seeds: list[int]) -> torch.Tensor:
+    """A prefetch worker's job: the activations of one batch from its block seeds."""
+    return model.sample_blocks(n, seeds).x
 
 
 def _mean_magnitude(magnitude: Magnitude, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

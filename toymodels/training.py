@@ -283,7 +283,9 @@ def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, train: TrainCon
             f"{meta.get('train', 'none recorded (written before gradient clipping)')}"
         )
     sae.load_state_dict({k: v.to(device) for k, v in load_file(path / "module.safetensors").items()})
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
+    # Read onto the CPU: load_state_dict moves the moments to their parameters' device and keeps Adam's step
+    # counters on the CPU, where a fresh optimiser has them, whatever device wrote the checkpoint.
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     return int(meta["step"]), list(meta["history"])
 
 

@@ -34,6 +34,7 @@ from analysis.metrics.beliefs import (
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int, check_real
 from groundtruth.config import Config
+from groundtruth.devices import resolve_device
 from groundtruth.entropy import optimal_loss
 from groundtruth.processes import PROCESSES, process
 from toymodels.sae import SAEConfig
@@ -156,46 +157,72 @@ def score_model(
 
 
 def _train_sae(model: HookedTransformer, hmm, cfg: BeliefConfig, out: Path, progress: bool):
-    """A TopK SAE on the final layer's activations over fresh sequences from the process."""
+    """A TopK SAE, on the model's device, on the final layer's activations over fresh sequences from the process."""
     final = final_hook(model.cfg)
     tokens = hmm.sample(20_000, cfg.n_ctx, torch.Generator().manual_seed(cfg.seed + 2)).tokens
     acts = activations(model, tokens, [final])[1][final].reshape(-1, model.cfg.d_model)
     sae_cfg = SAEConfig("topk", model.cfg.d_model, cfg.sae_width, k=cfg.sae_k, seed=cfg.seed)
     train = TrainConfig(steps=1000, lr=1e-3)
-    return sae_on_cached(acts, sae_cfg, train, cfg.seed + 3, checkpoint_dir=out / "sae-checkpoints", progress=progress)
+    return sae_on_cached(
+        acts,
+        sae_cfg,
+        train,
+        cfg.seed + 3,
+        checkpoint_dir=out / "sae-checkpoints",
+        progress=progress,
+        device=model.device,
+    )
 
 
 def open_model_run(
-    cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False
+    cfg: BeliefConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    replace: bool = False,
+    device: str | torch.device = "cpu",
 ) -> tuple[Path, HookedTransformer, float | None]:
     """The run folder of ``cfg`` (its ``config.json``) with the trained model in ``model/``, trained now or
-    loaded, and the minutes training took (None when loaded): the first step of :func:`run_beliefs`, and all
-    a sweep reads a hook from (:mod:`analysis.experiments.sweep.hooks`)."""
+    loaded, on ``device``, and the minutes training took (None when loaded): the first step of
+    :func:`run_beliefs`, and all a sweep reads a hook from (:mod:`analysis.experiments.sweep.hooks`). The
+    device is not part of the run's identity: a model trained on one device is reused on another."""
+    device = resolve_device(device)  # before anything is written
     out = open_run(out_dir, {**asdict(cfg), "train": cfg.train().identity()}, replace=replace)
     hmm = process(cfg.process)
     batches = functools.partial(hmm.training_batches, cfg.batch_size, cfg.n_ctx, soft=cfg.soft, seed=cfg.seed + 1)
-    model, minutes = trained_model(out, cfg.transformer(hmm.n_tokens), batches, cfg.train(), progress=progress)
+    tcfg = cfg.transformer(hmm.n_tokens)
+    model, minutes = trained_model(out, tcfg, batches, cfg.train(), progress=progress, device=device)
     return out, model, minutes
 
 
-def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
+def run_beliefs(
+    cfg: BeliefConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    replace: bool = False,
+    device: str | torch.device = "cpu",
+) -> dict:
     """Train (or load) the model, score it and its random-init twin, write results and figures.
 
-    A folder holding a run with another config is refused, or with ``replace`` emptied first."""
-    out, model, minutes = open_model_run(cfg, out_dir, progress=progress, replace=replace)
+    A folder holding a run with another config is refused, or with ``replace`` emptied first. The models
+    and the SAE train and run on ``device`` (the regressions on the CPU); the device is not part of the
+    run's identity, so a model trained on one device is reused on another."""
+    out, model, minutes = open_model_run(cfg, out_dir, progress=progress, replace=replace, device=device)
+    device = model.device
     hmm = process(cfg.process)
     tcfg = cfg.transformer(hmm.n_tokens)
     data = belief_data(hmm, cfg.n_ctx, max_sequences=cfg.max_sequences, seed=cfg.seed + 4)
     sae = _train_sae(model, hmm, cfg, out, progress) if cfg.sae_width else None
     trained, fits, feats = score_model(model, hmm, data, shuffles=cfg.shuffles, seed=cfg.seed, sae=sae)
-    untrained, _, _ = score_model(HookedTransformer(tcfg), hmm, data, seed=cfg.seed)
+    untrained, _, _ = score_model(HookedTransformer(tcfg).to(device), hmm, data, seed=cfg.seed)
     final = trained["final_hook"]
     next_token = hmm.next_token_probs(data.beliefs)
     trained["distances"] = {
         name: distance_agreement(data.beliefs, fits[name].predict(feats[name]), next_token, seed=cfg.seed)
         for name in (final, "concat")
     }
-    emergence, stages = _emergence(out, tcfg, hmm, data, cfg) if cfg.snapshots else ([], (None, {}))
+    emergence, stages = _emergence(out, tcfg, hmm, data, cfg, device) if cfg.snapshots else ([], (None, {}))
     results = {
         "config": asdict(cfg),
         "process": hmm.name,
@@ -214,7 +241,7 @@ def run_beliefs(cfg: BeliefConfig, out_dir: str | Path, *, progress: bool = True
 
 
 def _emergence(
-    out: Path, tcfg: TransformerConfig, hmm, data: BeliefData, cfg: BeliefConfig
+    out: Path, tcfg: TransformerConfig, hmm, data: BeliefData, cfg: BeliefConfig, device: torch.device
 ) -> tuple[list[dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Loss and final-layer / concatenated R² at every kept snapshot (the untrained model is step 0),
     and the final layer's read-out at four of them with the true beliefs, for the emergence panels.
@@ -224,7 +251,7 @@ def _emergence(
     data = subset(data, EMERGENCE_SEQUENCES, seed=cfg.seed)
     kept = snapshots(out / "checkpoints")
     shown = {kept[round(i * (len(kept) - 1) / 3)][0] for i in range(4)} if kept else set()
-    model = HookedTransformer(tcfg)
+    model = HookedTransformer(tcfg).to(device)
     for step, path in kept:
         model.load_state_dict(load_file(path))
         scores, fits, feats = score_model(model, hmm, data, seed=cfg.seed, only_final=True)

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from analysis.experiments.beliefs import BeliefConfig, run_beliefs
@@ -23,6 +24,7 @@ from analysis.experiments.recovery import RecoveryRow, load_rows, run_variant, s
 from analysis.figures import save_figure
 from analysis.figures.recovery import cosine_heatmaps, ordered_cosines, recovery_vs_l0
 from groundtruth import SparseFeatureModel, preset
+from groundtruth.devices import resolve_device
 from toymodels.sae import load_sae
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
 from toymodels.training import TrainConfig
@@ -96,10 +98,12 @@ TOY_MODEL = ToyModelConfig(
 
 
 def run_demo(
-    out_dir: Path, *, seed: int = 0, quick: bool = False, progress: bool = True
+    out_dir: Path, *, seed: int = 0, quick: bool = False, progress: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[list[RecoveryRow], dict, dict]:
     """Train, score and plot; returns the scoreboard rows, the belief-geometry results and the Othello
-    results. ``quick`` shrinks everything (for tests)."""
+    results. ``quick`` shrinks everything (for tests). SAEs and transformers train on ``device``; the toy
+    model of superposition (40 x 10) trains on the CPU, and data is drawn there."""
+    device = resolve_device(device)  # before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scale = 0.05 if quick else 1.0  # quick: a smoke test of every code path, not a result
@@ -119,7 +123,7 @@ def run_demo(
             plan = replace(plan, d_sae=min(plan.d_sae, 256))
         # One shared training stream per source: every variant sees the same data, drawn once.
         stream = source.activations(plan.batch_size, seed=seed)
-        batches = [next(stream) for _ in range(train.steps)]
+        batches = [next(stream).to(device) for _ in range(train.steps)]  # moved once, for every variant
         for variant, knobs in plan.knobs.items():
             for knob in knobs[:1] if quick else knobs:
                 cfg = sae_config(variant, knob, eval_batch.x.shape[1], plan.d_sae, seed)
@@ -133,6 +137,7 @@ def run_demo(
                     out_dir=out_dir,
                     progress=progress,
                     batches=batches,
+                    device=device,
                 )
                 rows.append(row)
                 save_rows(rows, out_dir / "results.json")
@@ -140,12 +145,13 @@ def run_demo(
     beliefs = replace(BELIEFS, seed=seed) if not quick else replace(BELIEFS, seed=seed, n_ctx=4, steps=30, snapshots=2)
     logger.info("training a small transformer on Mess3")
     # replace: an earlier demo with other options leaves a model that does not apply
-    belief_results = run_beliefs(beliefs, out_dir / "beliefs", progress=progress, replace=True)
+    belief_results = run_beliefs(beliefs, out_dir / "beliefs", progress=progress, replace=True, device=device)
     games = replace(GAMES, seed=seed)
     if quick:
         games = replace(games, model="tiny", steps=10, eval_games=16, sae_games=16, sae_width=32, sae_steps=10)
     logger.info("training a small transformer on Othello")
-    return rows, belief_results, run_games(games, out_dir / "othello", progress=progress, replace=True)
+    othello = run_games(games, out_dir / "othello", progress=progress, replace=True, device=device)
+    return rows, belief_results, othello
 
 
 def make_figures(out_dir: Path) -> list[Path]:

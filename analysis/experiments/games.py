@@ -34,6 +34,7 @@ from games import GAMES, PAD, Game, game_options, get_game
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int, check_real
 from groundtruth.config import Config
+from groundtruth.devices import resolve_device
 from toymodels.sae import SAEConfig, architectures, load_sae, save_sae, saved_config
 from toymodels.training import TrainConfig
 from toymodels.transformer import (
@@ -258,40 +259,60 @@ def _sae_data(model: HookedTransformer, hook: str, cfg: GameConfig) -> torch.Ten
     return activations(model, inputs, [hook], _BATCH)[1][hook][inputs != PAD]
 
 
-def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool):
-    """Train (or load) one SAE; ``data()`` gives its training activations (made only when one is trained)."""
+def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool, device: torch.device):
+    """Train (or load) one SAE on ``device``; ``data()`` gives its training activations (made only when one
+    is trained)."""
     if (path / "cfg.json").exists():
         trained = saved_config(path)
         if trained is not None and trained == cfg.sae(variant, knob, trained.d_in):
-            return load_sae(path)
+            return load_sae(path, device)
         logger.info("retraining %s: it was trained under other SAE defaults", path)
     acts = data()
     train = TrainConfig(steps=cfg.sae_steps, lr=1e-3)
-    sae = sae_on_cached(acts, cfg.sae(variant, knob, acts.shape[1]), train, cfg.seed + 3, progress=progress)
+    sae_cfg = cfg.sae(variant, knob, acts.shape[1])
+    sae = sae_on_cached(acts, sae_cfg, train, cfg.seed + 3, progress=progress, device=device)
     save_sae(sae, path)
     return sae
 
 
 def open_model_run(
-    cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False
+    cfg: GameConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    replace: bool = False,
+    device: str | torch.device = "cpu",
 ) -> tuple[Path, HookedTransformer, float | None]:
     """The run folder of ``cfg``'s model (its ``config.json`` is :meth:`GameConfig.model_identity`) with the
-    trained model in ``model/``, trained now or loaded, and the minutes training took (None when loaded): the
-    first step of :func:`run_games`, and all a sweep reads a hook from (:mod:`analysis.experiments.sweep.hooks`)."""
+    trained model in ``model/``, trained now or loaded, on ``device``, and the minutes training took (None when
+    loaded): the first step of :func:`run_games`, and all a sweep reads a hook from
+    (:mod:`analysis.experiments.sweep.hooks`). The device is not part of the run's identity: a model trained
+    on one device is reused on another."""
+    device = resolve_device(device)  # before anything is written
     out = open_run(out_dir, cfg.model_identity(), replace=replace)
-    model, minutes = trained_model(out, cfg.transformer(), cfg.batches, cfg.train(), progress=progress)
+    model, minutes = trained_model(out, cfg.transformer(), cfg.batches, cfg.train(), progress=progress, device=device)
     return out, model, minutes
 
 
-def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, replace: bool = False) -> dict:
+def run_games(
+    cfg: GameConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    replace: bool = False,
+    device: str | torch.device = "cpu",
+) -> dict:
     """Train (or load) the model, probe every layer, train (or load) and score the SAEs and baselines,
     write ``results.json`` and the figures (of this run's config). A folder holding another model
     (:meth:`GameConfig.model_identity`) is refused, or with ``replace`` emptied first; in a folder with
-    the same model, SAEs of other settings or on another hook are trained next to the ones there."""
+    the same model, SAEs of other settings or on another hook are trained next to the ones there. The models
+    and SAEs train and run on ``device`` (probes and scores on the CPU); the device is not part of the
+    run's identity, so a model or SAE trained on one device is reused on another."""
     started = time.perf_counter()
-    out, model, minutes = open_model_run(cfg, out_dir, progress=progress, replace=replace)
+    out, model, minutes = open_model_run(cfg, out_dir, progress=progress, replace=replace, device=device)
+    device = model.device
     tcfg = cfg.transformer()
-    untrained = HookedTransformer(tcfg)
+    untrained = HookedTransformer(tcfg).to(device)
     games = EvalGames.draw(cfg, cfg.eval_games, cfg.seed + 1_000_003)
     hooks = ["blocks.0.hook_resid_pre"] + [resid(layer) for layer in range(tcfg.n_layers)]
     hooks += [cfg.hook] if cfg.hook and cfg.hook not in hooks else []
@@ -325,7 +346,7 @@ def run_games(cfg: GameConfig, out_dir: str | Path, *, progress: bool = True, re
         results[name]["neurons"] = board_scores(acts[neurons], games, cfg)
         data = functools.cache(lambda net=net: _sae_data(net, hook, cfg))  # one set of games for all its SAEs
         for variant, knob in cfg.saes:
-            sae = _sae(data, cfg, variant, knob, saes / f"{name}-{variant}-{knob:g}", progress)
+            sae = _sae(data, cfg, variant, knob, saes / f"{name}-{variant}-{knob:g}", progress, device)
             codes = sae_codes(sae, acts[hook])
             row = {"model": name, "variant": variant, "knob": knob, "l0": float((codes != 0).sum(-1).float().mean())}
             results["saes"].append({**row, **board_scores(codes, games, cfg)})

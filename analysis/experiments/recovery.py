@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,17 +72,20 @@ def run_variant(
     n_eval: int = 20_000,
     out_dir: Path | None = None,
     progress: bool = True,
-    batches: list[torch.Tensor] | None = None,
+    batches: Iterable[torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[RecoveryRow, torch.nn.Module]:
-    """Train one SAE on ``source`` and score it on a held-out evaluation set.
+    """Train one SAE on ``source`` and score it on a held-out evaluation set, on ``device``.
 
-    ``batches`` (optional) are pre-drawn training batches, so that several variants can share one
-    stream instead of each regenerating it; by default the SAE's seed picks a fresh stream.
+    ``batches`` (optional) are the training batches, e.g. pre-drawn ones that several variants share
+    instead of each regenerating the stream, or a :meth:`groundtruth.SparseFeatureModel.prefetch` stream
+    already on the device; by default the SAE's seed picks a fresh stream. The evaluation set stays on the
+    CPU and is scored in batches on the SAE's device. The SAE is returned on ``device``.
     """
     sae = make_sae(sae_cfg)
     started = time.perf_counter()
     stream = iter(batches) if batches is not None else source.activations(batch_size, seed=sae_cfg.seed)
-    train_sae(sae, stream, train, progress=progress)
+    train_sae(sae, stream, train, progress=progress, device=device)
     seconds = time.perf_counter() - started
     if eval_batch is None:
         eval_batch = source.eval_set(n_eval)

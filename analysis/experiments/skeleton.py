@@ -25,15 +25,22 @@ logger = logging.getLogger(__name__)
 
 
 def trained_model(
-    out: Path, cfg: TransformerConfig, batches: Callable[[], Iterable], train: TrainConfig, *, progress: bool = True
+    out: Path,
+    cfg: TransformerConfig,
+    batches: Callable[[], Iterable],
+    train: TrainConfig,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[HookedTransformer, float | None]:
     """The model saved in ``out/model``, or one trained on ``batches()`` (resuming from ``out/checkpoints``)
-    and saved there; with the minutes training took (None when it was loaded)."""
+    and saved there; with the minutes training took (None when it was loaded). It trains and is returned
+    on ``device``; what is saved does not depend on it, so a model trained on one device is reused on another."""
     if (out / "model").exists():
         logger.info("loaded the trained model from %s", out / "model")
-        return load_transformer(out / "model"), None
+        return load_transformer(out / "model", device), None
     started = time.perf_counter()
-    model = HookedTransformer(cfg)
+    model = HookedTransformer(cfg).to(device)  # initialised on the CPU: the same weights on any device
     train_transformer(model, batches(), train, checkpoint_dir=out / "checkpoints", progress=progress)
     minutes = (time.perf_counter() - started) / 60
     save_transformer(model, out / "model")
@@ -55,10 +62,13 @@ def sae_on_cached(
     *,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> SparseAutoencoder:
-    """A fresh SAE of ``cfg`` trained on batches of 1,024 cached activations ``[n, d]`` (stream seed ``seed``)."""
+    """A fresh SAE of ``cfg`` trained on ``device`` on batches of 1,024 cached activations ``[n, d]`` (stream
+    seed ``seed``). The activations move to ``device`` once; the rows drawn do not depend on it."""
     sae = make_sae(cfg)
-    train_sae(sae, cached_batches(acts, 1024, seed), train, checkpoint_dir=checkpoint_dir, progress=progress)
+    batches = cached_batches(acts.to(device), 1024, seed)
+    train_sae(sae, batches, train, checkpoint_dir=checkpoint_dir, progress=progress, device=device)
     return sae
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from analysis.cli import main
 from analysis.experiments import beliefs as belief_experiment
@@ -56,3 +57,22 @@ def test_cli_prints_the_tables(tmp_path, capsys):
         assert text in printed
     assert main([*argv, "--steps", "0", "--out", str(tmp_path / "bad")]) == 2  # a message, not a traceback
     assert "steps" in capsys.readouterr().err
+
+
+def test_a_device_the_machine_lacks_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="'tpu'"):
+        run_beliefs(TINY, tmp_path / "run", progress=False, device="tpu")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_run_trained_on_the_cpu_is_reused_on_cuda(tmp_path):
+    """The device is not part of the run: the model (and the SAE's final checkpoint) written on the CPU load
+    on CUDA, and score the same up to float rounding."""
+    cpu = run_beliefs(TINY, tmp_path, progress=False, device="cpu")
+    cuda = run_beliefs(TINY, tmp_path, progress=False, device="cuda")
+    assert cuda["train_minutes"] is None  # loaded, not trained again
+    assert cuda["trained"]["expected_loss"] == pytest.approx(cpu["trained"]["expected_loss"], rel=1e-4)
+    final = cpu["trained"]["final_hook"]
+    for hook in (final, "sae codes"):
+        assert cuda["trained"]["hooks"][hook]["r2"] == pytest.approx(cpu["trained"]["hooks"][hook]["r2"], abs=1e-3)

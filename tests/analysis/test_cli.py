@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import analysis.experiments.beliefs
 import analysis.experiments.demo
@@ -25,7 +26,7 @@ def test_help_lists_demo(capsys):
 def test_experiments_share_the_run_options(command, capsys):
     assert main([command, "--help"]) == 0
     shown = capsys.readouterr().out
-    for option in ("--seed SEED", "--out DIR", "--no-progress"):
+    for option in ("--seed SEED", "--out DIR", "--no-progress", "--device DEVICE"):
         assert option in shown
 
 
@@ -40,6 +41,58 @@ def test_bad_arguments_give_a_message_not_a_traceback():
         assert proc.returncode == 2, argv
         assert "Traceback" not in proc.stderr
         assert f"error: argument {named}" in proc.stderr
+
+
+_EXPERIMENTS = {  # command line -> (module, function) that runs it
+    "demo": (analysis.experiments.demo, "run_demo"),
+    "beliefs": (analysis.experiments.beliefs, "run_beliefs"),
+    "games othello": (analysis.experiments.games, "run_games"),
+}
+
+
+class _Called(Exception):
+    """Raised by a stand-in experiment once it has recorded its arguments."""
+
+
+_AUTO = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("command", sorted(_EXPERIMENTS))
+@pytest.mark.parametrize(
+    ("flag", "expected"), [([], _AUTO), (["--device", "auto"], _AUTO), (["--device", "cpu"], torch.device("cpu"))]
+)
+def test_device_reaches_the_experiment(command, flag, expected, tmp_path, monkeypatch):
+    module, name = _EXPERIMENTS[command]
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Called
+
+    monkeypatch.setattr(module, name, record)
+    with pytest.raises(_Called):
+        main([*command.split(), *flag, "--out", str(tmp_path), "--no-progress"])
+    assert seen["device"] == expected
+
+
+@pytest.mark.parametrize("command", sorted(_EXPERIMENTS))
+@pytest.mark.parametrize(
+    ("device", "words"),
+    [
+        ("tpu", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+        ("cuda:x", "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'cuda:x'"),
+        *(
+            []
+            if torch.cuda.is_available()
+            else [("cuda", "device='cuda': torch sees no CUDA device on this machine (use 'cpu' or 'auto')")]
+        ),
+    ],
+)
+def test_a_device_the_machine_lacks_is_an_argument_error_naming_it(command, device, words, tmp_path, capsys):
+    assert main([*command.split(), "--device", device, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"groundtruth {command.split()[0]}: error: --device: {words}"]
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("error", [TypeError, ValueError, OSError])

@@ -166,3 +166,9 @@ def test_games_command_generates_shards_and_explains_what_is_missing(tmp_path, c
     assert "argument --generate: must be an integer >= 1" in capsys.readouterr().err
     assert main(["games", "othello", "--model", "tiny", "--hook", "blocks.9.hook_resid_post"]) == 2
     assert "hook must be one of" in capsys.readouterr().err
+
+
+def test_a_device_the_machine_lacks_is_refused_before_anything_is_written(tmp_path) -> None:
+    with pytest.raises(ValueError, match="'tpu'"):
+        run_games(TINY, tmp_path / "run", progress=False, device="tpu")
+    assert not (tmp_path / "run").exists()

@@ -914,3 +914,13 @@ def test_uniform_from_zero_never_gives_a_zero_coefficient():
     batch = SparseFeatureModel(cfg).sample(3000, gen(1515))
     assert (batch.codes.values > 0).all()
     assert torch.equal(batch.codes.active(), batch.codes.to_dense() > 0)
+
+
+def test_a_sample_is_its_blocks_drawn_from_their_seeds():
+    model = SparseFeatureModel(SparseFeatureConfig(d=4, n_features=8, firing=Constant(0.3)))
+    seeds = model.block_seeds(2049, gen(5))
+    assert len(seeds) == 3  # blocks of 1,024 rows: 1,024 + 1,024 + 1
+    for u, v in zip(_bytes(model.sample_blocks(2049, seeds)), _bytes(model.sample(2049, gen(5))), strict=True):
+        assert torch.equal(u, v)
+    with pytest.raises(ValueError, match="seeds must hold one seed per block of 1024 rows \\(3\\), got 2"):
+        model.sample_blocks(2049, seeds[:2])

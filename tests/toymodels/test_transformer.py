@@ -164,6 +164,18 @@ def test_training_reduces_loss_and_resume_matches(tmp_path):
         torch.testing.assert_close(p, q, msg=name)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("first", "then"), [("cpu", "cuda"), ("cuda", "cpu")])
+def test_a_checkpoint_resumes_on_another_device(first, then, tmp_path):
+    train = TrainConfig(steps=40, lr=1e-2, checkpoint_every=10, log_every=10)
+    train_until_interrupted(HookedTransformer(SMALL).to(first), 25, train, tmp_path)
+    resumed = HookedTransformer(SMALL).to(then)
+    result = train_transformer(resumed, copy_stream(0), train, checkpoint_dir=tmp_path, progress=False)
+    assert resumed.device.type == then
+    assert result.samples == (40 - 20) * 32 * 6  # resumed at the step-20 checkpoint, not from scratch
+    assert result.history[-1]["loss"] < 0.1
+
+
 @pytest.mark.parametrize(
     "changes, match",
     [
