@@ -350,3 +350,13 @@ def test_the_readme_sweep_file_resolves_and_is_short():
     assert len(block.strip().splitlines()) <= 20
     sweep = parse_sweep(block)
     assert len(sweep.runs) == 3 * 2 * 2
+
+
+def test_batches_generated_in_worker_processes_train_the_same_saes(reference, tmp_path):
+    """The data path a GPU gets (generation in worker processes) feeds the same bytes as the serial stream."""
+    from dataclasses import replace
+
+    tasks = plan_tasks(parse_sweep(SMALL), tmp_path, workers=1, group_size=4, device="cpu")
+    for task in tasks:
+        assert all(o.status == "finished" for o in sweep_run.run_task(replace(task, data_workers=2)))
+    assert metrics(tmp_path) == metrics(reference)

@@ -101,7 +101,8 @@ class HookActivations:
     ) -> None:
         self.train, self.held_out, self.real, self.truth = train, held_out, real, truth
 
-    def activations(self, batch_size: int, seed: int):
+    def activations(self, batch_size: int, seed: int, *, workers: int = 0):
+        """Rows of the cached activations (cheap to draw: ``workers`` is not needed)."""
         return cached_batches(self.train, batch_size, seed)
 
     def score(self, sae) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -42,6 +43,7 @@ class Task:
     n_eval: int
     device: str
     versions: dict
+    data_workers: int | None = None  # processes generating batches; None: one per spare core on a GPU, else 0
 
 
 @dataclass(frozen=True)
@@ -103,17 +105,23 @@ def run_task(task: Task) -> list[Outcome]:
             outcomes.append(record_failure(out, run, err))
     if not built:
         return outcomes
-    stream = source.activations(task.batch_size, seed=built[0][0].columns["seed"])
+    data_workers = task.data_workers
+    if data_workers is None:  # a GPU outruns the generator on one core: generate on the others
+        data_workers = max(1, (os.cpu_count() or 2) - 1) if device.type == "cuda" else 0
+    stream = source.activations(task.batch_size, built[0][0].columns["seed"], workers=data_workers)
     started = time.perf_counter()
-    results = train_saes(
-        [sae for _, sae in built],
-        stream,
-        task.train,
-        checkpoint_dirs=[out / "work" / run.id for run, _ in built],
-        progress=False,
-        device=device,
-        isolate=True,
-    )
+    try:
+        results = train_saes(
+            [sae for _, sae in built],
+            stream,
+            task.train,
+            checkpoint_dirs=[out / "work" / run.id for run, _ in built],
+            progress=False,
+            device=device,
+            isolate=True,
+        )
+    finally:
+        stream.close()  # stops the data workers, if any
     train_seconds = time.perf_counter() - started
     for (run, sae), result in zip(built, results, strict=True):
         if isinstance(result, BaseException):

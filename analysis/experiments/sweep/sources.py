@@ -60,7 +60,9 @@ class SourceSpec:
 class Built(Protocol):
     """What a run needs of its source: a training stream per seed and a score for the trained SAE."""
 
-    def activations(self, batch_size: int, seed: int): ...
+    def activations(self, batch_size: int, seed: int, *, workers: int = 0):
+        """The training stream ``seed`` picks (closable); ``workers`` > 0 may generate it in that many
+        processes, with the same bytes."""
 
     def score(self, sae) -> dict[str, Any]: ...
 
@@ -74,7 +76,9 @@ class KnownFeatures:
         self.held_out = source.eval_set(n_eval)
         self.parent = source.parent if bool((source.parent >= 0).any()) else None
 
-    def activations(self, batch_size: int, seed: int):
+    def activations(self, batch_size: int, seed: int, *, workers: int = 0):
+        if workers and isinstance(self.source, SparseFeatureModel):
+            return self.source.prefetch(batch_size, seed, workers=workers)
         return self.source.activations(batch_size, seed=seed)
 
     def score(self, sae) -> dict[str, Any]:
