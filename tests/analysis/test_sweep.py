@@ -304,6 +304,8 @@ def test_a_killed_sweep_resumes_skipping_finished_runs_and_continuing_the_interr
     assert set(resumed_from.values()) == {5}  # from the checkpoint, not from scratch
     assert metrics(tmp_path) == metrics(reference)  # and to the same results
     assert not list((tmp_path / "work").iterdir())
+    shared = {json.loads(p.read_text())["timings"]["saes_sharing_stream"] for p in tmp_path.glob("runs/*/run.json")}
+    assert shared == {4}
 
 
 def raising_factory(d_in: int, d_sae: int, *, seed: int = 0, k: int = 2):

@@ -128,13 +128,13 @@ def run_task(task: Task) -> list[Outcome]:
             outcomes.append(record_failure(out, run, result))
             continue
         try:
-            outcomes.append(_finish(out, run, sae, source, task, train_seconds, result.samples, device))
+            outcomes.append(_finish(out, run, sae, source, task, train_seconds, result.samples, device, len(built)))
         except Exception as err:
             outcomes.append(record_failure(out, run, err))
     return outcomes
 
 
-def _finish(out: Path, run: Run, sae, source, task: Task, train_seconds, samples, device) -> Outcome:
+def _finish(out: Path, run: Run, sae, source, task: Task, train_seconds, samples, device, together: int) -> Outcome:
     started = time.perf_counter()
     report = source.score(sae)
     final = sae.sparsity_coefficient() if sae.sparsity_knob == "sparsity_coefficient" else None
@@ -147,7 +147,7 @@ def _finish(out: Path, run: Run, sae, source, task: Task, train_seconds, samples
             "train_seconds": train_seconds,
             "score_seconds": time.perf_counter() - started,
             "samples_per_second": samples / train_seconds if train_seconds > 0 else None,
-            "saes_sharing_stream": len(task.runs),
+            "saes_sharing_stream": together,  # trained in this process on one stream (finished runs excluded)
         },
         "versions": task.versions,
         "device": str(device),
