@@ -79,7 +79,7 @@ class SquareProperty(IntEnum):
 
 @dataclass(frozen=True)
 class OthelloGeometry:
-    """An ``size × size`` Othello board and everything that depends on its size, derived here once: squares,
+    """A ``size × size`` Othello board and everything that depends on its size, derived here once: squares,
     centre, moves, OthelloGPT-style tokens and context, label names and the :class:`~games.protocol.Board`.
     ``size`` is even (a centre of 2 × 2) and at most 8 (the board fits one ``uint64``)."""
 
@@ -92,6 +92,7 @@ class OthelloGeometry:
 
     @cached_property
     def n_squares(self) -> int:
+        """``S``: the width of boards and of each label plane."""
         return self.size * self.size
 
     @cached_property
@@ -142,10 +143,12 @@ class OthelloGeometry:
 
     @cached_property
     def square_names(self) -> tuple[str, ...]:
+        """``A1`` … in square order: how labels, tokens and error messages name squares."""
         return tuple(square_name(s, self.size) for s in range(self.n_squares))
 
     @cached_property
     def token_names(self) -> tuple[str, ...]:
+        """The vocabulary, ``M + 1`` tokens: padding, then the playable squares' names."""
         return ("<pad>", *(self.square_names[s] for s in self.playable))
 
     @cached_property
@@ -155,6 +158,7 @@ class OthelloGeometry:
 
     @cached_property
     def board(self) -> Board:
+        """What the board metrics and figures read: the squares, mine/theirs/empty, rows as drawn."""
         n = self.size
         return Board(
             squares=self.square_names,
@@ -177,7 +181,7 @@ def _read_only(table: np.ndarray) -> np.ndarray:
     return table
 
 
-STANDARD = OthelloGeometry(8)
+STANDARD = OthelloGeometry(8)  # OthelloGPT's board: the engine's functions play it unless given another
 
 
 def start(n: int, geometry: OthelloGeometry = STANDARD) -> tuple[np.ndarray, np.ndarray]:
