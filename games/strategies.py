@@ -17,7 +17,7 @@ import chess
 import numpy as np
 
 from games import chessgame
-from games.othello import Games, random_games
+from games.othello import Games, OthelloGeometry, random_games
 from games.protocol import Game
 from groundtruth.strategies import seeds
 
@@ -44,17 +44,22 @@ def games_of(
 
 @st.composite
 def othello_games(
-    draw, n_games: st.SearchStrategy[int] | None = None, seed: st.SearchStrategy[int] | None = None
+    draw,
+    n_games: st.SearchStrategy[int] | None = None,
+    seed: st.SearchStrategy[int] | None = None,
+    size: st.SearchStrategy[int] | None = None,
 ) -> Games:
-    """A batch of uniformly random legal games (1–4 by default), drawn from a seed."""
+    """A batch of uniformly random legal games (1–4 by default), drawn from a seed, on a board of a drawn
+    ``size`` (8 × 8 by default; ``st.sampled_from([6, 8])`` checks a property on both boards)."""
     n = draw(n_games if n_games is not None else st.integers(1, 4))
-    return random_games(n, np.random.default_rng(draw(seed if seed is not None else seeds())))
+    geometry = OthelloGeometry(draw(size if size is not None else st.just(8)))
+    return random_games(n, np.random.default_rng(draw(seed if seed is not None else seeds())), geometry)
 
 
 @st.composite
 def othello_prefixes(draw, games: st.SearchStrategy[Games] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first moves of one random game: ``(moves [t], boards [t + 1, 64])``, the boards before each
-    move and after the last (0 empty, 1 black, 2 white); ``t`` runs from 0 to the game's length."""
+    """The first moves of one random game: ``(moves [t], boards [t + 1, S])``, the boards before each
+    move and after the last (0 empty, 1 black, 2 white; ``S`` squares); ``t`` runs from 0 to the game's length."""
     batch = draw(games if games is not None else othello_games(n_games=st.just(1)))
     g = draw(st.integers(0, len(batch.moves) - 1))
     t = draw(st.integers(0, int(batch.length[g])))
@@ -63,7 +68,7 @@ def othello_prefixes(draw, games: st.SearchStrategy[Games] | None = None) -> tup
 
 @st.composite
 def othello_positions(draw, games: st.SearchStrategy[Games] | None = None) -> tuple[np.ndarray, int]:
-    """A position reached in a random game: ``(board [64], player)``, the board before a move and the
+    """A position reached in a random game: ``(board [S], player)``, the board before a move and the
     player about to make it (0 black, 1 white), passes respected."""
     batch = draw(games if games is not None else othello_games(n_games=st.just(1)))
     g = draw(st.integers(0, len(batch.moves) - 1))

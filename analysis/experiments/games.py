@@ -375,7 +375,7 @@ def games_report(results: dict) -> str:
             f"{h.split('.')[1] if h != 'blocks.0.hook_resid_pre' else 'embed'}:{acc:.3f}"
             for h, acc in t["probe"].items()
         ),
-        f"SAEs read {hook}; held-out games. coverage: {_board_name(results['board'])} on 64 squares; board F1: "
+        f"SAEs read {hook}; held-out games. coverage: {_board_name(results['board'])} on {len(t['probe_by_square'][hook])} squares; board F1: "
         f"reconstruction of the pieces ({_pieces_name(results['pieces'])}), and of the whole board with its empty squares",
         "",
         f"{'features':28s} {'model':>9} {'L0':>7} {'coverage':>9} {'board F1':>9} {'w/ empty':>9} {'cov. (all)':>10}",

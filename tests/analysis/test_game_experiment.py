@@ -20,7 +20,6 @@ from analysis.experiments.games import (
     run_games,
 )
 from games import get_game
-from games.othello import PLAYABLE, square_name
 
 TINY = GameConfig(
     model="tiny",
@@ -34,7 +33,7 @@ TINY = GameConfig(
 )
 
 
-@pytest.mark.parametrize("game", ["othello", "chess"])
+@pytest.mark.parametrize("game", ["othello", "othello6", "chess"])
 def test_legal_move_rate_counts_top1_predictions_against_the_rules(game: str) -> None:
     cfg = GameConfig(game=game, max_plies=30)
     games = EvalGames.draw(cfg, 6, seed=0)
@@ -47,10 +46,12 @@ def test_legal_move_rate_counts_top1_predictions_against_the_rules(game: str) ->
     assert legal_move_rate(good.reshape(n, t, -1), games) == 1.0
     assert legal_move_rate(bad.reshape(n, t, -1), games) == 0.0
     # The legal sets themselves, against the engines' own answers for one position per game.
-    if game == "othello":
+    if game != "chess":
+        geometry = get_game(game).geometry
         for g in range(n):
-            expected = games.labels[g, 3][[games.names.index(f"legal@{square_name(s)}") for s in PLAYABLE]]
-            legal = torch.zeros(61, dtype=torch.bool)
+            names = [f"legal@{geometry.square_names[s]}" for s in geometry.playable]
+            expected = games.labels[g, 3][[games.names.index(name) for name in names]]
+            legal = torch.zeros(geometry.n_moves + 1, dtype=torch.bool)
             legal[token[position == g * t + 3]] = True
             assert torch.equal(legal[1:], expected)
     else:
@@ -90,6 +91,16 @@ def test_a_tiny_chess_run_scores_piece_classes(tmp_path) -> None:
     assert all(name.split("@")[0] in results["board"] for name in row["f1_by_property"])
     assert len(row["reconstruction_by_position"]) == 16
     assert (tmp_path / "latent_f1_by_square.png").exists() and "Chess" in games_report(results)
+
+
+def test_a_tiny_othello6_run_scores_its_36_squares(tmp_path) -> None:
+    results = run_games(replace(TINY, game="othello6", saes=(("topk", 4),)), tmp_path, progress=False)
+    assert results["transformer"]["n_ctx"] == 31 and results["transformer"]["d_vocab"] == 33
+    assert len(results["trained"]["probe_by_square"][results["hook"]]) == 36
+    row = results["saes"][0]
+    assert len(row["reconstruction_by_position"]) == 31 and "empty@C3" not in row["f1_by_property"]  # the centre
+    assert {name.split("@")[1] for name in row["f1_by_property"]} <= set(get_game("othello6").board.squares)
+    assert (tmp_path / "probe_by_square.png").exists() and "on 36 squares" in games_report(results)
 
 
 def test_a_tiny_run_writes_results_figures_and_reuses_its_model(tmp_path) -> None:

@@ -171,13 +171,14 @@ def test_the_registry_refuses_incomplete_unnamed_and_clashing_games(registry) ->
         register_game(Impostor)
     with pytest.raises(TypeError, match="needs a Game subclass"):
         register_game(object)
-    assert sorted(GAMES) == ["chess", "othello"]
+    assert sorted(GAMES) == ["chess", "othello", "othello6"]
 
 
 def test_games_are_made_by_name_with_their_options() -> None:
     assert get_game("chess", max_plies=12).n_ctx == 12 and game_options("chess") == ("max_plies", "capture_weight")
     assert get_game("othello").n_ctx == 59 and game_options("othello") == ()
-    with pytest.raises(ValueError, match=r"game must be one of \['chess', 'othello'\], got 'go'"):
+    assert get_game("othello6").n_ctx == 31 and game_options("othello6") == ()
+    with pytest.raises(ValueError, match=r"game must be one of \['chess', 'othello', 'othello6'\], got 'go'"):
         get_game("go")
     with pytest.raises(ValueError, match="othello takes no options, got \\['max_plies'\\]"):
         get_game("othello", max_plies=3)
