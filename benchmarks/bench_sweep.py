@@ -1,10 +1,11 @@
 """Sweep throughput on this machine: local workers against one, and SAEs sharing a data stream against
 separate runs. Each sweep runs into a fresh folder, several times; prints the range of wall times and ratios.
 
-- scaling: a 16-SAE sweep (4 architectures x 2 target L0s x 2 seeds on `synthsaebench-small`) on 1 worker
-  (all cores' torch threads) against N workers (one thread each);
+- scaling: a 16-SAE sweep (4 architectures x 2 target L0s x 2 seeds on `synthsaebench-small`) on N workers
+  (one thread each) against 1 worker of 1 thread (the parallel efficiency) and 1 worker of all this process's
+  torch threads (what `--workers 1` does; its own speed-up from threads bounds what N workers can add);
 - sharing: 4 SAEs on one stream (one seed) trained together against the same 4 trained one per task.
-Run: OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py [--repeats 3] [--steps 200] [--width 256]
+Run: python benchmarks/bench_sweep.py [--repeats 3] [--steps 200] [--width 256]
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import os
 import tempfile
 import time
 
+import torch
+
 from analysis.experiments.sweep import parse_sweep, run_sweep
+from groundtruth.threads import torch_threads
 
 SWEEP = """
 [train]
@@ -47,6 +51,12 @@ def span(values: list[float]) -> str:
     return f"{min(values):.1f}–{max(values):.1f} s"
 
 
+def ratios(slow: list[float], fast: list[float]) -> str:
+    """The range of the paired ratios slow/fast (runs measured side by side)."""
+    values = sorted(a / b for a, b in zip(slow, fast, strict=True))
+    return f"{values[0]:.2f}–{values[-1]:.2f}x"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -60,26 +70,30 @@ def main() -> None:
     print(f"{cores} cores; {args.steps} steps of 1,024 per SAE, width {args.width}, {args.repeats} repeats")
     if args.only != "sharing":
         text = SWEEP.format(steps=args.steps, width=args.width, l0s="[8, 16]", seeds="[0, 1]")
-        one, many = [], []
-        for _ in range(args.repeats):  # interleaved, so drifting load hits both alike
+        threads = torch.get_num_threads()
+        single, one, many = [], [], []
+        for _ in range(args.repeats):  # interleaved, so drifting load hits all alike
+            with torch_threads(1):
+                single.append(timed(text, workers=1))
             one.append(timed(text, workers=1))
             many.append(timed(text, workers=args.workers))
-        ratios = sorted(a / b for a, b in zip(one, many, strict=True))
+        per_worker = max(1, threads // args.workers)
         print(
-            f"scaling, 16 SAEs: 1 worker x {cores} threads {span(one)}; {args.workers} workers x "
-            f"{max(1, cores // args.workers)} thread {span(many)}; speed-up {ratios[0]:.2f}–{ratios[-1]:.2f}x "
-            f"(target >= 1.8x on 2 cores)"
+            f"scaling, 16 SAEs: 1 worker x 1 thread {span(single)}; 1 worker x {threads} threads {span(one)}; "
+            f"{args.workers} workers x {per_worker} thread {span(many)}"
         )
+        print(f"  {args.workers} workers against 1 worker of 1 thread: {ratios(single, many)} (target >= 1.8x)")
+        print(f"  {args.workers} workers against 1 worker of {threads} threads: {ratios(one, many)}")
+        print(f"  torch's own speed-up from {threads} threads in one process: {ratios(single, one)}")
     if args.only != "scaling":
         text = SWEEP.format(steps=args.steps, width=args.width, l0s="16", seeds="0")
         shared, separate = [], []
         for _ in range(args.repeats):
             shared.append(timed(text, workers=1, group_size=4))
             separate.append(timed(text, workers=1, group_size=1))
-        ratios = sorted(a / b for a, b in zip(separate, shared, strict=True))
         print(
             f"sharing, 4 SAEs on one stream: separate {span(separate)}; shared {span(shared)}; "
-            f"speed-up {ratios[0]:.2f}–{ratios[-1]:.2f}x (target >= 1.5x)"
+            f"speed-up {ratios(separate, shared)} (target >= 1.5x)"
         )
 
 
