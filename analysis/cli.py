@@ -176,37 +176,37 @@ def _demo_options(parser: argparse.ArgumentParser) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from analysis.experiments.beliefs import belief_report
-    from analysis.experiments.demo import run_demo
+    from analysis.experiments.demo import published_ordering, run_demo
     from analysis.experiments.games import games_report
-    from analysis.experiments.recovery import scoreboard
+    from analysis.experiments.sweep.results import format_table, summarise
 
     out = args.out or Path("groundtruth-demo")
     device = _device(args.device)
     started = time.perf_counter()
     print(
-        "groundtruth demo: the SAE family on two sources with known features, Mess3 beliefs, Othello boards "
-        f"-> {out}/ (on {device})"
+        f"groundtruth demo: SAEs at matched L0 on known features, Mess3 beliefs, Othello boards -> {out}/ (on {device})"
     )
     rerun = (
-        "trains and scores the SAE scoreboard again from the start; in beliefs/ and othello/ it reuses the models "
+        "keeps the finished SAE runs in superposition/, and in beliefs/ and othello/ it reuses the models "
         f"and SAEs trained with the same options and {_RESUMES_TRAINING}"
     )
-    with _writing([out, out / "beliefs", out / "othello"], rerun):
-        rows, beliefs, othello = run_demo(
-            out, seed=args.seed, quick=args.quick, progress=not args.no_progress, device=device
-        )
+    folders = [out / "superposition", out / "beliefs", out / "othello"]
+    with _writing(folders, rerun):
+        results = run_demo(out, seed=args.seed, quick=args.quick, progress=not args.no_progress, device=device)
     print()
-    print(scoreboard(rows))
+    print("Superposition: the SAE family on synthsaebench-small at matched L0 (SynthSAEBench's protocol)")
+    print(format_table(summarise(results.superposition)))
+    print(published_ordering(results.superposition)[1])
     print()
-    print(belief_report(beliefs))
+    print(belief_report(results.beliefs))
     print()
-    print(games_report(othello))
+    print(games_report(results.othello))
     print()
-    print(f"results:  {out / 'results.json'}, {out / 'beliefs' / 'results.json'}, {out / 'othello' / 'results.json'}")
-    print(f"figures:  {', '.join(sorted(p.name for p in out.glob('*.png')))} (and PDF) in {out}/")
-    for sub in ("beliefs", "othello"):
-        print(f"          {', '.join(sorted(p.name for p in (out / sub).glob('*.png')))} in {out / sub}/")
-    print(f"SAEs:     {out / 'saes'}/ (SAELens layout: SAE.load_from_disk works on each folder)")
+    tables = (folders[0] / "results.csv", folders[1] / "results.json", folders[2] / "results.json")
+    print(f"results:  {', '.join(map(str, tables))}")
+    for folder in (f if f.name != "superposition" else f / "figures" for f in folders):
+        print(f"figures:  {', '.join(sorted(p.name for p in folder.glob('*.png')))} (and PDF) in {folder}/")
+    print(f"SAEs:     {out / 'superposition' / 'runs'}/*/sae (SAELens layout: SAE.load_from_disk works on each)")
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0
 

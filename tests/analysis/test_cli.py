@@ -13,6 +13,8 @@ import analysis.experiments.demo
 import analysis.experiments.games
 import games.othello
 from analysis.cli import main
+from analysis.experiments.demo import published_ordering
+from analysis.experiments.sweep import load_results
 
 
 def test_help_lists_demo(capsys):
@@ -180,18 +182,16 @@ def test_ctrl_c_in_games_after_training_says_the_model_is_kept(tmp_path, capsys,
     assert _resume_command(err) == [*argv, "--no-progress"]
 
 
-def test_ctrl_c_in_demo_says_the_scoreboard_starts_over(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_in_demo_says_finished_runs_are_kept(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
-    monkeypatch.setattr(
-        analysis.experiments.demo, "run_variant", _interrupt_after(1, analysis.experiments.demo.run_variant)
-    )
+    monkeypatch.setattr(analysis.experiments.demo, "run_beliefs", _interrupt_after(0, None))
     assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert f"{out}/: 1 trained SAE (saes/), results.json" in err
+    assert f"{out / 'superposition'}/: 5 finished runs (runs/)" in err
     assert f"{out / 'beliefs'}/: nothing yet" in err and f"{out / 'othello'}/: nothing yet" in err
-    assert "trains and scores the SAE scoreboard again from the start" in err
-    assert len(json.loads((out / "results.json").read_text())) == 1
+    assert "keeps the finished SAE runs in superposition/" in err
+    assert _resume_command(err) == ["demo", "--quick", "--no-progress", "--out", str(out)]
 
 
 def test_ctrl_c_where_nothing_is_written_says_so(capsys, monkeypatch):
@@ -203,29 +203,19 @@ def test_ctrl_c_where_nothing_is_written_says_so(capsys, monkeypatch):
     assert "Traceback" not in err and "interrupted; nothing was saved" in err
 
 
-def test_quick_demo_writes_scoreboard_results_saes_and_figures(tmp_path, capsys):
+def test_quick_demo_writes_every_section_and_says_whether_the_ordering_holds(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for word in ("variant", "L0", "FVE", "MCC", "MMCS", "F1", "dead", "topk", "jumprelu", "matryoshka_batchtopk"):
+    for word in ("sae", "L0", "FVE", "MCC", "F1", "dead", "topk", "jumprelu", "matryoshka", "F1 at matched L0"):
         assert word in printed
-    rows = json.loads((out / "results.json").read_text())
-    assert {r["source"] for r in rows} == {"synthsaebench-small", "toy-superposition"}
-    assert {r["variant"] for r in rows} == {
-        "standard",
-        "topk",
-        "batchtopk",
-        "jumprelu",
-        "gated",
-        "matryoshka_batchtopk",
-        "p_anneal",
-    }
-    for r in rows:
-        assert 0.0 <= r["mcc"] <= 1.0 and r["l0"] >= 0.0
-    for stem in ("recovery_vs_l0", "cosines-synthsaebench-small", "cosines-toy-superposition"):
-        assert (out / f"{stem}.png").stat().st_size > 10_000
-        assert (out / f"{stem}.pdf").stat().st_size > 1_000
-    assert len(list((out / "saes").iterdir())) == len(rows)
+    runs = load_results(out / "superposition")
+    assert sorted(runs["sae"]) == ["batchtopk", "jumprelu", "matryoshka", "standard", "topk"]
+    assert set(runs["target_l0"]) == {12} and (out / "superposition" / "results.csv").exists()
+    assert published_ordering(runs)[1] in printed
+    for stem in ("metrics_vs_l0", "bars_by_target_l0"):
+        assert (out / "superposition" / "figures" / f"{stem}.png").stat().st_size > 10_000
+    assert all((out / "superposition" / "runs" / run_id / "sae" / "cfg.json").exists() for run_id in runs["id"])
     beliefs = json.loads((out / "beliefs" / "results.json").read_text())
     assert beliefs["config"]["process"] == "mess3" and "expected loss" in printed and "true beliefs" in printed
     for stem in ("simplex", "mse_per_layer", "emergence", "emergence_simplex"):
