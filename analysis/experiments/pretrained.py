@@ -36,7 +36,7 @@ from toymodels.transformer import CONFIG_FILE, WEIGHTS_FILE, HookedTransformer, 
 
 logger = logging.getLogger(__name__)
 
-SMALL_SEQUENCES = 4096  # sequences of a belief model's small evaluation: about a second on one core
+SMALL_SEQUENCES = 4096  # sequences of a belief model's small evaluation: about two seconds on one core
 
 
 class Recipe(ABC):
