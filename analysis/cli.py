@@ -494,6 +494,71 @@ def _sweep_folder(fn: Callable[[Path], _T], out: Path) -> _T:
         raise _UsageError(str(err)) from None
 
 
+def _pretrained_options(parser: argparse.ArgumentParser) -> None:
+    from analysis.experiments.pretrained import RECIPES
+
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=argparse.ArgumentParser)
+    build = actions.add_parser(
+        "build",
+        help="retrain a shipped model from its recipe and rewrite its package entry",
+        description="Train the model NAME from its recipe in RUN_DIR (a model trained there before is reused, an "
+        "unfinished training resumes), measure it, and rewrite its entry in toymodels/pretrained/: the model and "
+        "card.json. Prints the weights' SHA-256 to declare in toymodels/pretrained/__init__.py.",
+    )
+    build.add_argument("name", choices=list(RECIPES), metavar="NAME", help=f"one of {', '.join(RECIPES)}")
+    build.add_argument(
+        "--out", type=Path, metavar="RUN_DIR", help="run folder to train in (default: groundtruth-pretrained/NAME)"
+    )
+    _device_option(build, "cpu")
+    build.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _pretrained(args: argparse.Namespace) -> int:
+    return _pretrained_build(args) if args.action == "build" else _pretrained_list()
+
+
+def _pretrained_list() -> int:
+    from analysis.experiments.pretrained import recipe
+    from toymodels.pretrained import HashMismatch, check_hash, pretrained_card, pretrained_names
+
+    mismatched = 0
+    for name in pretrained_names():
+        card = pretrained_card(name)
+        try:
+            check_hash(name)
+            state = ""
+        except HashMismatch:
+            mismatched += 1
+            state = "; its weights differ from the declared SHA-256"
+        minutes = card["train_minutes"]
+        trained = "" if minutes is None else f", trained in {minutes:.1f} min"
+        print(f"{name:8s} {recipe(name).describe(card['headline'])}")
+        print(f"{'':8s} {card['recipe']['command']}; {card['parameters']:,} parameters{trained}{state}")
+    print("load one with toymodels.pretrained(NAME); its card with toymodels.pretrained_card(NAME)")
+    return 1 if mismatched else 0
+
+
+def _pretrained_build(args: argparse.Namespace) -> int:
+    from analysis.experiments.pretrained import build_pretrained, recipe
+    from toymodels.pretrained import SHA256, entry_folder
+
+    out = args.out or Path("groundtruth-pretrained") / args.name
+    device = _device(args.device)
+    started = time.perf_counter()
+    print(f"groundtruth pretrained build {args.name}: {recipe(args.name).command()} -> {out}/ (on {device})")
+    with _writing([out], f"reuses the trained model, {_RESUMES_TRAINING}, and writes the entry again"):
+        card = build_pretrained(args.name, out, progress=not args.no_progress, device=device)
+    print(recipe(args.name).describe(card["headline"]))
+    print(f"entry:    {entry_folder(args.name)}/ (the model and card.json)")
+    sha = card["weights_sha256"]
+    if SHA256.get(args.name) == sha:
+        print(f"SHA-256:  {sha}, as declared")
+    else:
+        print(f"SHA-256:  {sha}; declare it in toymodels/pretrained/__init__.py: {args.name!r}: {sha!r}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; a command's options are declared when it is parsed or its help shown."""
     parser = argparse.ArgumentParser(
@@ -546,6 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
         "processes or a Ray cluster, `sweep results DIR` prints and writes the table (mean ± std over seeds), "
         "`sweep plot DIR` draws the figures from the saved runs.",
     ).set_defaults(run=_sweep)
+    sub.add_parser(
+        "pretrained",
+        declare=_pretrained_options,
+        help="list the models shipped trained, with their measured numbers; `pretrained build NAME` retrains one",
+        description="Without an action: list the models shipped in the package (toymodels.pretrained(NAME) loads "
+        "one), with the numbers on their cards and the command that trains each. `pretrained build NAME` retrains "
+        "one from its recipe and rewrites its entry.",
+    ).set_defaults(run=_pretrained)
     return parser
 
 

@@ -156,6 +156,12 @@ def score_model(
     return results, fits, feats
 
 
+def scoring_data(cfg: BeliefConfig) -> BeliefData:
+    """The sequences :func:`run_beliefs` scores a model on: every sequence when there are at most
+    ``cfg.max_sequences``, else a seeded sample; shared so that others report the same numbers."""
+    return belief_data(process(cfg.process), cfg.n_ctx, max_sequences=cfg.max_sequences, seed=cfg.seed + 4)
+
+
 def _train_sae(model: HookedTransformer, hmm, cfg: BeliefConfig, out: Path, progress: bool):
     """A TopK SAE, on the model's device, on the final layer's activations over fresh sequences from the process."""
     final = final_hook(model.cfg)
@@ -212,7 +218,7 @@ def run_beliefs(
     device = model.device
     hmm = process(cfg.process)
     tcfg = cfg.transformer(hmm.n_tokens)
-    data = belief_data(hmm, cfg.n_ctx, max_sequences=cfg.max_sequences, seed=cfg.seed + 4)
+    data = scoring_data(cfg)
     sae = _train_sae(model, hmm, cfg, out, progress) if cfg.sae_width else None
     trained, fits, feats = score_model(model, hmm, data, shuffles=cfg.shuffles, seed=cfg.seed, sae=sae)
     untrained, _, _ = score_model(HookedTransformer(tcfg).to(device), hmm, data, seed=cfg.seed)
