@@ -502,8 +502,8 @@ def _pretrained_options(parser: argparse.ArgumentParser) -> None:
         "build",
         help="retrain a shipped model from its recipe and rewrite its package entry",
         description="Train the model NAME from its recipe in RUN_DIR (a model trained there before is reused, an "
-        "unfinished training resumes), measure it, and rewrite its entry in toymodels/pretrained/: the model and "
-        "card.json. Prints the weights' SHA-256 to declare in toymodels/pretrained/__init__.py.",
+        "unfinished training resumes), measure it, and rewrite its entry in toymodels/shipped/: the model and "
+        "card.json. Prints the weights' SHA-256 to declare in toymodels/shipped/__init__.py.",
     )
     build.add_argument("name", choices=list(RECIPES), metavar="NAME", help=f"one of {', '.join(RECIPES)}")
     build.add_argument(
@@ -519,7 +519,7 @@ def _pretrained(args: argparse.Namespace) -> int:
 
 def _pretrained_list() -> int:
     from analysis.experiments.pretrained import recipe
-    from toymodels.pretrained import HashMismatch, check_hash, pretrained_card, pretrained_names
+    from toymodels.shipped import HashMismatch, check_hash, pretrained_card, pretrained_names
 
     mismatched = 0
     for name in pretrained_names():
@@ -540,7 +540,7 @@ def _pretrained_list() -> int:
 
 def _pretrained_build(args: argparse.Namespace) -> int:
     from analysis.experiments.pretrained import build_pretrained, recipe
-    from toymodels.pretrained import SHA256, entry_folder
+    from toymodels.shipped import SHA256, entry_folder
 
     out = args.out or Path("groundtruth-pretrained") / args.name
     device = _device(args.device)
@@ -554,7 +554,7 @@ def _pretrained_build(args: argparse.Namespace) -> int:
     if SHA256.get(args.name) == sha:
         print(f"SHA-256:  {sha}, as declared")
     else:
-        print(f"SHA-256:  {sha}; declare it in toymodels/pretrained/__init__.py: {args.name!r}: {sha!r}")
+        print(f"SHA-256:  {sha}; declare it in toymodels/shipped/__init__.py: {args.name!r}: {sha!r}")
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -1,9 +1,6 @@
 """Everything trainable: the toy model of superposition, the SAE family, training loops; and the small
-models shipped trained (:func:`pretrained`).
+models shipped trained (:func:`pretrained`, from :mod:`toymodels.shipped`)."""
 
-``toymodels.pretrained`` is the function; the module of the same name is reached with
-``from toymodels.pretrained import ...``."""
-
-from toymodels.pretrained import pretrained, pretrained_card, pretrained_names
+from toymodels.shipped import pretrained, pretrained_card, pretrained_names
 
 __all__ = ["pretrained", "pretrained_card", "pretrained_names"]

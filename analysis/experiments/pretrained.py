@@ -1,4 +1,4 @@
-"""The recipes of the shipped models (:mod:`toymodels.pretrained`) and the build that retrains one and
+"""The recipes of the shipped models (:mod:`toymodels.shipped`) and the build that retrains one and
 rewrites its package entry: `groundtruth pretrained build NAME`.
 
 A recipe is the experiment config that trains the model, declared once in :data:`RECIPES`; the card
@@ -31,7 +31,7 @@ from groundtruth.devices import resolve_device
 from groundtruth.entropy import optimal_loss
 from groundtruth.processes import process
 from groundtruth.threads import torch_threads
-from toymodels.pretrained import CARD_FILE, entry_folder, file_sha256, pretrained
+from toymodels.shipped import CARD_FILE, entry_folder, file_sha256, pretrained
 from toymodels.transformer import CONFIG_FILE, WEIGHTS_FILE, HookedTransformer, load_transformer
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def build_pretrained(
     """Train ``name`` from its recipe in ``run_dir`` (a model already trained there is reused, an unfinished
     training resumes), then write its entry ``folder/name`` (default: the package's) atomically: the model,
     measured on the CPU, and ``card.json``. Returns the card; its ``weights_sha256`` is the hash to declare in
-    :data:`toymodels.pretrained.SHA256`."""
+    :data:`toymodels.shipped.SHA256`."""
     chosen = recipe(name)
     device = resolve_device(device)  # before anything is written
     threads = torch.get_num_threads()

@@ -3,7 +3,6 @@ recorded recipe is the declared one and its command trains it, the build writes 
 `groundtruth pretrained` command, and (slow) retraining each model reproduces its card."""
 
 import hashlib
-import importlib
 import itertools
 import json
 import math
@@ -11,14 +10,14 @@ import shlex
 
 import pytest
 
+import toymodels.shipped as SHIPPED
 from analysis.cli import main
 from analysis.experiments import beliefs as belief_experiment
 from analysis.experiments.beliefs import BeliefConfig, run_beliefs
 from analysis.experiments.pretrained import RECIPES, BeliefRecipe, build_pretrained, recipe, small_evaluation
-from toymodels.pretrained import pretrained_card, pretrained_names
+from toymodels.shipped import pretrained_card, pretrained_names
 from toymodels.transformer import WEIGHTS_FILE, load_transformer
 
-SHIPPED = importlib.import_module("toymodels.pretrained")  # `toymodels.pretrained` the attribute is the function
 TINY = BeliefConfig(process="mess3", model="tiny", n_ctx=4, steps=20, batch_size=64)  # only fields the CLI sets
 
 
@@ -162,7 +161,7 @@ def test_cli_builds_then_lists_and_flags_a_changed_file(tiny_recipe, tmp_path, c
     assert main(["pretrained", "build", "tiny", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     sha = hashlib.sha256((tiny_recipe / WEIGHTS_FILE).read_bytes()).hexdigest()
-    assert f"declare it in toymodels/pretrained/__init__.py: 'tiny': '{sha}'" in printed
+    assert f"declare it in toymodels/shipped/__init__.py: 'tiny': '{sha}'" in printed
     assert str(tiny_recipe) in printed and "belief R² final layer" in printed
 
     monkeypatch.setattr(SHIPPED, "SHA256", {"tiny": sha})

@@ -2,7 +2,6 @@
 and a file changed on disk or an unknown name is refused with a message naming what is wrong."""
 
 import hashlib
-import importlib
 import json
 import shutil
 
@@ -13,7 +12,8 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 import toymodels
-from toymodels.pretrained import (
+import toymodels.shipped as MODULE
+from toymodels.shipped import (
     CARD_FILE,
     FOLDER,
     SHA256,
@@ -24,7 +24,6 @@ from toymodels.pretrained import (
 )
 from toymodels.transformer import CONFIG_FILE, WEIGHTS_FILE, HookedTransformer, TransformerConfig, load_transformer
 
-MODULE = importlib.import_module("toymodels.pretrained")  # `toymodels.pretrained` the attribute is the function
 NAMES = ("mess3", "rrxor")
 
 

@@ -1,7 +1,7 @@
 """Small models trained once and shipped in the package, so notebooks and tests start from a trained model
 without a network or minutes of training.
 
-Each lives in ``toymodels/pretrained/<name>/``: the transformer as :func:`toymodels.transformer.save_transformer`
+Each lives in ``toymodels/shipped/<name>/``: the transformer as :func:`toymodels.transformer.save_transformer`
 writes it, and ``card.json`` with its recipe (the command and seed that train it), versions, training time
 and measured numbers. The weights' SHA-256 is declared here, in code, so a file changed on disk is refused
 rather than silently loaded. ``groundtruth pretrained build NAME`` (:mod:`analysis.experiments.pretrained`)
