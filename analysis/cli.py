@@ -172,6 +172,11 @@ def _demo_options(parser: argparse.ArgumentParser) -> None:
     _run_options(parser, seeds="data and SAEs", out="groundtruth-demo")
     _device_option(parser)
     parser.add_argument("--quick", action="store_true", help="a much smaller run, for smoke tests")
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="train the Othello model by its recipe (about 30 min on 2 cores) instead of loading the shipped one",
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -192,7 +197,9 @@ def _demo(args: argparse.Namespace) -> int:
     )
     folders = [out / "superposition", out / "beliefs", out / "othello"]
     with _writing(folders, rerun):
-        results = run_demo(out, seed=args.seed, quick=args.quick, progress=not args.no_progress, device=device)
+        results = run_demo(
+            out, seed=args.seed, quick=args.quick, train=args.train, progress=not args.no_progress, device=device
+        )
     print()
     print("Superposition: the SAE family on synthsaebench-small at matched L0 (SynthSAEBench's protocol)")
     print(format_table(summarise(results.superposition)))
@@ -571,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "demo",
         declare=_demo_options,
-        help="train the SAE family on synthetic data and a toy model, print a scoreboard, write figures",
+        help="one section per pillar: SAEs at matched L0 on known features, Mess3 beliefs, Othello boards",
         description="Train every SAE variant on `synthsaebench-small` and on the hidden layer of a toy model "
         "of superposition, score them against the true features, and write results, SAEs and figures.",
     ).set_defaults(run=_demo)

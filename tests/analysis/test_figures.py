@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from analysis.experiments.recovery import RecoveryRow
 from analysis.figures import save_figure
 from analysis.figures.beliefs import emergence_curve, layer_scores, simplex_panels
 from analysis.figures.games import board_maps, frontier
-from analysis.figures.recovery import cosine_heatmaps, ordered_cosines, recovery_vs_l0
 from games import get_game
 
 
-def row(variant: str, l0: float, mcc: float) -> RecoveryRow:
-    values = {f.name: 0.0 for f in dataclasses.fields(RecoveryRow)}
-    values.update(source="toy", variant=variant, seed=0, d_sae=8, dead=0, n_eval=10, absorption=None)
-    return RecoveryRow(**{**values, "l0": l0, "mcc": mcc, "f1": mcc / 2})
-
-
 def figures() -> dict[str, Figure]:
-    g = torch.Generator().manual_seed(0)
-    cos = ordered_cosines(torch.eye(4), torch.randn(6, 4, generator=g))
     beliefs = torch.distributions.Dirichlet(torch.ones(3)).sample((50,))
     board = get_game("othello").board
     saes = [
@@ -34,8 +22,6 @@ def figures() -> dict[str, Figure]:
         for l0 in (8, 32)
     ]
     return {
-        "cosine_heatmaps": cosine_heatmaps({"a": cos, "b": cos}, "cosines"),
-        "recovery_vs_l0": recovery_vs_l0([row("topk", 4, 0.5), row("topk", 8, 0.7), row("standard", 6, 0.6)]),
         "simplex_panels": simplex_panels(beliefs, {"read-out": beliefs}, "simplex"),
         "layer_scores": layer_scores({"trained": {"h0": 0.1, "h1": 0.01}}, {"h1": [0.1, 0.01]}, "layers"),
         "emergence_curve": emergence_curve([0, 10], {"R²": [0.1, 0.9]}, "emergence", "R²"),
@@ -50,7 +36,7 @@ def test_figure_functions_return_figures_and_write_nothing(tmp_path, monkeypatch
     try:
         assert all(isinstance(fig, Figure) for fig in drawn.values())
         assert list(tmp_path.iterdir()) == []  # nothing written by drawing
-        assert drawn["cosine_heatmaps"].get_suptitle() == "cosines"
+        assert drawn["simplex_panels"].get_suptitle() == "simplex"
         # the trained line lies above the random-init line, as the data say
         ax = drawn["frontier"].axes[0]
         lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
