@@ -89,6 +89,10 @@ class BeliefConfig(Config):
     def transformer(self, d_vocab: int) -> TransformerConfig:
         return TransformerConfig(**MODELS[self.model], n_ctx=self.n_ctx, d_vocab=d_vocab, seed=self.seed)
 
+    def model_identity(self) -> dict:
+        """What identifies the run folder: the config and its training recipe."""
+        return {**asdict(self), "train": self.train().identity()}
+
     def train(self) -> TrainConfig:
         every = max(1, self.steps // self.snapshots) if self.snapshots else 0
         return TrainConfig(
@@ -193,7 +197,7 @@ def open_model_run(
     :func:`run_beliefs`, and all a sweep reads a hook from (:mod:`analysis.experiments.sweep.hooks`). The
     device is not part of the run's identity: a model trained on one device is reused on another."""
     device = resolve_device(device)  # before anything is written
-    out = open_run(out_dir, {**asdict(cfg), "train": cfg.train().identity()}, replace=replace)
+    out = open_run(out_dir, cfg.model_identity(), replace=replace)
     hmm = process(cfg.process)
     batches = functools.partial(hmm.training_batches, cfg.batch_size, cfg.n_ctx, soft=cfg.soft, seed=cfg.seed + 1)
     tcfg = cfg.transformer(hmm.n_tokens)

@@ -5,8 +5,9 @@
   protocol's own runs (:data:`SWEEP`).
 - Beliefs (``beliefs/``): a small transformer learns Mess3 and its residual stream is regressed to the exact
   beliefs (`groundtruth beliefs` with a small model).
-- Board games (``othello/``): a transformer learns random Othello games, and probes and SAEs read its board
-  against the same architecture at random initialisation (`groundtruth games`).
+- Board games (``othello/``): a transformer trained on random 6x6 Othello games (shipped trained), whose board
+  probes and SAEs read against the same architecture at random initialisation (`groundtruth games`; Karvonen
+  et al. 2024).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pandas as pd
 import torch
 
 from analysis.experiments.beliefs import BeliefConfig, run_beliefs
-from analysis.experiments.games import GameConfig, run_games
+from analysis.experiments.games import run_games
+from analysis.experiments.pretrained import install_pretrained, recipe
 from analysis.experiments.sweep import Sweep, load_results, parse_sweep, run_sweep, write_results
 from analysis.figures.sweep import plot_sweep
 from groundtruth.devices import resolve_device
@@ -74,16 +76,11 @@ def published_ordering(runs: pd.DataFrame) -> tuple[bool, str]:
 BELIEFS = BeliefConfig(
     process="mess3", model="small", steps=1500, batch_size=256, lr=3e-3, snapshots=4, shuffles=20, sae_width=64, sae_k=3
 )
-# Othello on the small transformer for 500 steps (64k games, ~3 min on 2 cores): legal-move rate ~0.82 and a
-# probe above the random-init one, far from the full run (`groundtruth games othello`), whose SAEs separate too.
-GAMES = GameConfig(
-    model="small",
-    steps=500,
-    eval_games=1000,
-    sae_games=1000,
-    sae_width=512,
-    sae_steps=600,
-    saes=(("topk", 8), ("topk", 32)),
+# The board-game section: 6x6 Othello on the small transformer of the shipped `othello6` recipe, loaded from the
+# package (`toymodels.pretrained("othello6")`) rather than trained for half an hour, unless asked to train; a
+# TopK SAE on its best layer and on the random-init twin, scored on 500 held-out games.
+GAMES = replace(
+    recipe("othello6").config, eval_games=500, sae_games=2000, sae_width=512, sae_steps=1000, saes=(("topk", 16),)
 )
 
 
@@ -98,11 +95,19 @@ class DemoResults:
 
 
 def run_demo(
-    out_dir: Path, *, seed: int = 0, quick: bool = False, progress: bool = True, device: str | torch.device = "cpu"
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    train: bool = False,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> DemoResults:
     """Run the three sections into ``out_dir`` (``superposition/``, ``beliefs/``, ``othello/``) and draw their
-    figures. ``quick`` shrinks everything (for tests: the code paths, not the findings). Models and SAEs
-    train on ``device``. Finished SAE runs, trained models and SAEs are reused by a rerun."""
+    figures. ``quick`` shrinks everything (for tests: the code paths, not the findings). The board-game model
+    is the shipped one unless ``train`` (or a ``seed`` other than its own) asks for it to be trained by its
+    recipe. Models and SAEs train on ``device``. Finished SAE runs, trained models and SAEs are reused by a
+    rerun."""
     device = resolve_device(device)  # before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +125,10 @@ def run_demo(
     games = replace(GAMES, seed=seed)
     if quick:
         games = replace(games, model="tiny", steps=10, eval_games=16, sae_games=16, sae_width=32, sae_steps=10)
-    logger.info("training a small transformer on Othello")
+    elif not train and games == GAMES:
+        install_pretrained("othello6", out_dir / "othello", replace=True)
+    else:
+        logger.info("training the 6x6 Othello model by its recipe (about half an hour on 2 CPU cores)")
     othello = run_games(games, out_dir / "othello", progress=progress, replace=True, device=device)
     return DemoResults(load_results(sweep_dir), belief_results, othello)
 

@@ -45,7 +45,7 @@ from toymodels.transformer import (
 
 logger = logging.getLogger(__name__)
 
-_BATCH = 256  # games per forward pass when collecting activations
+BATCH = 256  # games per forward pass when collecting activations
 
 # Sizes by name. "paper" is OthelloGPT's and the board-game SAE paper's 8 layers × 512 (a GPU recipe).
 MODELS: dict[str, dict[str, int]] = {
@@ -256,7 +256,7 @@ def board_scores(features: torch.Tensor, games: EvalGames, cfg: GameConfig, *, e
 def _sae_data(model: HookedTransformer, hook: str, cfg: GameConfig) -> torch.Tensor:
     """Activations at ``hook`` over fresh games (positions of real moves, not padding), to train SAEs on."""
     inputs = game_inputs(cfg, cfg.sae_games, cfg.seed + 2)
-    return activations(model, inputs, [hook], _BATCH)[1][hook][inputs != PAD]
+    return activations(model, inputs, [hook], BATCH)[1][hook][inputs != PAD]
 
 
 def _sae(data, cfg: GameConfig, variant: str, knob: float, path: Path, progress: bool, device: torch.device):
@@ -320,7 +320,7 @@ def run_games(
     results["board"], results["pieces"] = list(cfg.board), list(cfg.pieces)
     acts = {}
     for name, net in (("trained", model), ("untrained", untrained)):
-        logits, acts[name] = activations(net, games.inputs, hooks, _BATCH)
+        logits, acts[name] = activations(net, games.inputs, hooks, BATCH)
         going = games.targets != PAD
         loss = float(next_token_loss(logits[going][None], games.targets[going][None]))
         results[name] = {"loss": loss, "legal_move_rate": legal_move_rate(logits, games)}
@@ -342,7 +342,7 @@ def run_games(
     neurons = _neurons_near(hook, tcfg.n_layers)
     saes = out / "saes" / f"{hook}-w{cfg.sae_width}-{cfg.sae_steps}steps-{cfg.sae_games}games"
     for name, net in (("trained", model), ("untrained", untrained)):
-        _, acts = activations(net, games.inputs, [hook, neurons], _BATCH)
+        _, acts = activations(net, games.inputs, [hook, neurons], BATCH)
         results[name]["neurons"] = board_scores(acts[neurons], games, cfg)
         data = functools.cache(lambda net=net: _sae_data(net, hook, cfg))  # one set of games for all its SAEs
         for variant, knob in cfg.saes:

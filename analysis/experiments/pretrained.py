@@ -22,20 +22,24 @@ from pathlib import Path
 
 import torch
 
-from analysis.experiments import beliefs
+from analysis.experiments import beliefs, games
+from analysis.experiments.activations import activations
+from analysis.experiments.runs import open_run
 from analysis.experiments.sweep.run import versions
 from analysis.metrics.beliefs import BeliefData, belief_data
+from games import PAD
 from groundtruth.atomic import atomic_dir
 from groundtruth.config import Config
 from groundtruth.devices import resolve_device
 from groundtruth.entropy import optimal_loss
 from groundtruth.processes import process
 from groundtruth.threads import torch_threads
-from toymodels.shipped import CARD_FILE, entry_folder, file_sha256, pretrained
-from toymodels.transformer import CONFIG_FILE, WEIGHTS_FILE, HookedTransformer, load_transformer
+from toymodels.shipped import CARD_FILE, check_hash, entry_folder, file_sha256, pretrained
+from toymodels.transformer import CONFIG_FILE, WEIGHTS_FILE, HookedTransformer, load_transformer, next_token_loss
 
 logger = logging.getLogger(__name__)
 
+SMALL_GAMES = 200  # games of a board-game model's small evaluation: a few seconds on one core
 SMALL_SEQUENCES = 4096  # sequences of a belief model's small evaluation: about two seconds on one core
 
 
@@ -48,6 +52,17 @@ class Recipe(ABC):
     @abstractmethod
     def command(self) -> str:
         """The command line that trains this model (and runs the rest of its experiment)."""
+
+    def install(self, run_dir: str | Path, model_dir: Path, *, replace: bool = False) -> Path:
+        """Make ``run_dir`` the experiment's run folder of this recipe with the model in ``model_dir`` as its
+        trained model, so the experiment loads it instead of training (``replace``: empty a folder holding
+        another run first)."""
+        out = open_run(run_dir, self.config.model_identity(), replace=replace)
+        if not (out / "model").exists():
+            with atomic_dir(out / "model") as tmp:
+                for file in (CONFIG_FILE, WEIGHTS_FILE):
+                    shutil.copyfile(model_dir / file, tmp / file)
+        return out
 
     @abstractmethod
     def open_model_run(
@@ -69,12 +84,17 @@ class Recipe(ABC):
         """The headline numbers in one line, for `groundtruth pretrained`."""
 
 
-def _command(words: list[str], cfg: Config, options: tuple[str, ...], always: tuple[str, ...]) -> str:
-    """``words`` and the options (``--field-name``) that give ``cfg``: the fields in ``always`` and those that
-    differ from the default config. A field the command line cannot set must keep its default."""
-    words, default = list(words), type(cfg)()
+def _command(
+    words: list[str], cfg: Config, options: tuple[str, ...], always: tuple[str, ...], positional: tuple[str, ...] = ()
+) -> str:
+    """``words``, the ``positional`` fields' values, and the options (``--field-name``) that give ``cfg``: the
+    fields in ``always`` and those that differ from the default config. A field the command line cannot set
+    must keep its default."""
+    words, default = [*words, *(str(getattr(cfg, name)) for name in positional)], type(cfg)()
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
+        if field.name in positional:
+            continue
         if field.name not in options:
             if value != getattr(default, field.name):
                 raise ValueError(f"{type(cfg).__name__}.{field.name}={value!r} has no command-line option")
@@ -137,10 +157,65 @@ class BeliefRecipe(Recipe):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class GameRecipe(Recipe):
+    """A model of `groundtruth games` (the setting of Karvonen et al. 2024): a transformer trained on random
+    games, scored by its legal-move rate and by how well a linear probe reads the board from each layer."""
+
+    config: games.GameConfig
+
+    def command(self) -> str:
+        options = ("max_plies", "model", "steps", "batch_size", "lr", "hook", "sae_width", "sae_steps", "sae_games")
+        options += ("seed",)
+        return _command(["groundtruth", "games"], self.config, options, ("model", "seed"), positional=("game",))
+
+    def open_model_run(
+        self, run_dir: Path, *, progress: bool, device: torch.device
+    ) -> tuple[Path, HookedTransformer, float | None]:
+        return games.open_model_run(self.config, run_dir, progress=progress, device=device)
+
+    def _scores(self, model: HookedTransformer, n_games: int, seed: int) -> dict:
+        """Loss, legal-move rate and the probe of every layer on ``n_games`` held-out games, as
+        :func:`games.run_games` scores them; ``best_layer`` is the layer whose probe is best."""
+        cfg = self.config
+        held = games.EvalGames.draw(cfg, n_games, seed)
+        hooks = [games.resid(layer) for layer in range(model.cfg.n_layers)]
+        logits, acts = activations(model, held.inputs, hooks, games.BATCH)
+        going = held.targets != PAD
+        probes = games.probe_layers(acts, held, cfg)
+        accuracy = {hook: float(sum(p["per_square"]) / len(p["per_square"])) for hook, p in probes.items()}
+        best = max(accuracy, key=accuracy.__getitem__)
+        return {
+            "games": n_games,
+            "loss": float(next_token_loss(logits[going][None], held.targets[going][None])),
+            "legal_move_rate": games.legal_move_rate(logits, held),
+            "probe": accuracy,
+            "best_layer": best,
+            "probe_best": accuracy[best],
+            "probe_pieces_f1_best": probes[best]["pieces_f1"],
+        }
+
+    def headline(self, model: HookedTransformer) -> dict:
+        return self._scores(model, self.config.eval_games, self.config.seed + 1_000_003)  # run_games's games
+
+    def small_evaluation(self, model: HookedTransformer) -> dict:
+        with torch_threads(1):  # the same sums on any machine's thread count
+            return self._scores(model, SMALL_GAMES, self.config.seed + 5)
+
+    def describe(self, headline: dict) -> str:
+        return (
+            f"legal-move rate {headline['legal_move_rate']:.4f}, board probe {headline['probe_best']:.4f} "
+            f"({headline['best_layer']}), probe's board F1 {headline['probe_pieces_f1_best']:.3f}"
+        )
+
+
 # Shai et al.'s models, as the README trains them: the paper's transformer, seed 0, defaults otherwise.
 RECIPES: dict[str, Recipe] = {
     "mess3": BeliefRecipe(beliefs.BeliefConfig(process="mess3", model="paper", seed=0)),
     "rrxor": BeliefRecipe(beliefs.BeliefConfig(process="rrxor", model="paper", seed=0)),
+    # The demo's board-game model: 6x6 Othello on the small transformer, 3,000 steps of 128 games (about 30 min
+    # on 2 CPU cores).
+    "othello6": GameRecipe(games.GameConfig(game="othello6", model="small", steps=3000, lr=3e-3, seed=0)),
 }
 
 
@@ -149,6 +224,12 @@ def recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"name must be one of {list(RECIPES)}, got {name!r}")
     return RECIPES[name]
+
+
+def install_pretrained(name: str, run_dir: str | Path, *, replace: bool = False) -> Path:
+    """Make ``run_dir`` the run folder of ``name``'s recipe holding the shipped model (hash checked), so that
+    the recipe's experiment loads it instead of training it: the demo's way to a trained model in seconds."""
+    return recipe(name).install(run_dir, check_hash(name), replace=replace)
 
 
 def small_evaluation(name: str, model: HookedTransformer | None = None) -> dict:
@@ -200,4 +281,13 @@ def build_pretrained(
     return card
 
 
-__all__ = ["RECIPES", "BeliefRecipe", "Recipe", "build_pretrained", "recipe", "small_evaluation"]
+__all__ = [
+    "RECIPES",
+    "BeliefRecipe",
+    "GameRecipe",
+    "Recipe",
+    "build_pretrained",
+    "install_pretrained",
+    "recipe",
+    "small_evaluation",
+]

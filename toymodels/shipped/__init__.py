@@ -25,6 +25,7 @@ CARD_FILE = "card.json"
 SHA256: dict[str, str] = {
     "mess3": "8fed0eb926d814cb4bb8b18d1afc915e71123f1cbe70c43227d7270826be0b3d",
     "rrxor": "b8a56aa9c354e385035b9f1607036b882ae8c72635c9da87a8334c239991b8fc",
+    "othello6": "35f4bc5b80fc115959976f970c8f4424ad86303c09763450316f2cf77fc5667f",
 }
 
 
