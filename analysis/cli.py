@@ -181,7 +181,7 @@ def _demo_options(parser: argparse.ArgumentParser) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from analysis.experiments.beliefs import belief_report
-    from analysis.experiments.demo import published_ordering, run_demo
+    from analysis.experiments.demo import board_finding, published_ordering, run_demo
     from analysis.experiments.games import games_report
     from analysis.experiments.sweep.results import format_table, summarise
 
@@ -208,6 +208,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(belief_report(results.beliefs))
     print()
     print(games_report(results.othello))
+    print(board_finding(results.othello)[1])
     print()
     tables = (folders[0] / "results.csv", folders[1] / "results.json", folders[2] / "results.json")
     print(f"results:  {', '.join(map(str, tables))}")

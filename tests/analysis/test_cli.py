@@ -212,7 +212,7 @@ def test_quick_demo_writes_every_section_and_says_whether_the_ordering_holds(tmp
     runs = load_results(out / "superposition")
     assert sorted(runs["sae"]) == ["batchtopk", "jumprelu", "matryoshka", "standard", "topk"]
     assert set(runs["target_l0"]) == {12} and (out / "superposition" / "results.csv").exists()
-    assert published_ordering(runs)[1] in printed
+    assert published_ordering(runs)[1] in printed and "SAE board F1 on the trained model: topk" in printed
     for stem in ("metrics_vs_l0", "bars_by_target_l0"):
         assert (out / "superposition" / "figures" / f"{stem}.png").stat().st_size > 10_000
     assert all((out / "superposition" / "runs" / run_id / "sae" / "cfg.json").exists() for run_id in runs["id"])

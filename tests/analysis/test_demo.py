@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from analysis.experiments.demo import demo_sweep, published_ordering
+from analysis.experiments.demo import board_finding, demo_sweep, published_ordering
 from analysis.experiments.sweep import load_sweep
 from analysis.sweeps import shipped_path
 
@@ -43,3 +43,27 @@ def test_published_ordering_averages_seeds():
     assert published_ordering(runs)[0] is True
     runs.loc[0, "f1"] = 0.38
     assert published_ordering(runs)[0] is False
+
+
+def _board(rows: list[tuple[str, float, str, float]]) -> dict:
+    return {"saes": [{"variant": v, "knob": k, "model": m, "reconstruction_f1": f} for v, k, m, f in rows]}
+
+
+@pytest.mark.parametrize(
+    ("rows", "holds"),
+    [
+        ([("topk", 16, "trained", 0.402), ("topk", 16, "untrained", 0.127)], True),  # the demo's, 3.2x
+        ([("topk", 16, "trained", 0.375), ("topk", 16, "untrained", 0.125)], True),  # exactly 3x
+        ([("topk", 16, "trained", 0.29), ("topk", 16, "untrained", 0.10)], False),
+        ([("topk", 16, "untrained", 0.06), ("topk", 16, "trained", 0.02)], False),  # the old demo: the opposite
+        (  # every SAE must hold it
+            [("topk", 8, "trained", 0.4), ("topk", 8, "untrained", 0.1), ("topk", 32, "trained", 0.2)]
+            + [("topk", 32, "untrained", 0.1)],
+            False,
+        ),
+    ],
+)
+def test_board_finding_needs_every_sae_three_times_its_random_init_twin(rows, holds):
+    verdict, line = board_finding(_board(rows))
+    assert verdict is holds and ("does NOT hold" in line) is not holds
+    assert all(f"{v} {k:g} {f:.3f}" in line for v, k, m, f in rows if m == "trained")
