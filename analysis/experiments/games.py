@@ -198,6 +198,13 @@ def legal_move_rate(logits: torch.Tensor, games: EvalGames) -> float:
     return float((ok & going.reshape(n, t)).sum() / going.sum())
 
 
+def next_move_scores(logits: torch.Tensor, games: EvalGames) -> dict[str, float]:
+    """The next-move loss over real moves (not padding) and the :func:`legal_move_rate` of ``logits``."""
+    going = games.targets != PAD
+    loss = float(next_token_loss(logits[going][None], games.targets[going][None]))
+    return {"loss": loss, "legal_move_rate": legal_move_rate(logits, games)}
+
+
 def probe_layers(acts: dict[str, torch.Tensor], games: EvalGames, cfg: GameConfig) -> dict[str, dict]:
     """A linear probe for the board classes on each hook, fitted on half the games and scored on the
     other half (positions after a game's end are left out): its held-out accuracy per square
@@ -321,9 +328,7 @@ def run_games(
     acts = {}
     for name, net in (("trained", model), ("untrained", untrained)):
         logits, acts[name] = activations(net, games.inputs, hooks, BATCH)
-        going = games.targets != PAD
-        loss = float(next_token_loss(logits[going][None], games.targets[going][None]))
-        results[name] = {"loss": loss, "legal_move_rate": legal_move_rate(logits, games)}
+        results[name] = next_move_scores(logits, games)
 
     def probe(name: str, probed: list[str]) -> None:
         probes = probe_layers({h: acts[name][h] for h in probed}, games, cfg)

@@ -27,7 +27,6 @@ from analysis.experiments.activations import activations
 from analysis.experiments.runs import open_run
 from analysis.experiments.sweep.run import versions
 from analysis.metrics.beliefs import BeliefData, belief_data
-from games import PAD
 from groundtruth.atomic import atomic_dir
 from groundtruth.config import Config
 from groundtruth.devices import resolve_device
@@ -35,7 +34,7 @@ from groundtruth.entropy import optimal_loss
 from groundtruth.processes import process
 from groundtruth.threads import torch_threads
 from toymodels.shipped import CARD_FILE, check_hash, entry_folder, file_sha256, pretrained
-from toymodels.transformer import CONFIG_FILE, WEIGHTS_FILE, HookedTransformer, load_transformer, next_token_loss
+from toymodels.transformer import CONFIG_FILE, WEIGHTS_FILE, HookedTransformer, load_transformer
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +180,12 @@ class GameRecipe(Recipe):
         held = games.EvalGames.draw(cfg, n_games, seed)
         hooks = [games.resid(layer) for layer in range(model.cfg.n_layers)]
         logits, acts = activations(model, held.inputs, hooks, games.BATCH)
-        going = held.targets != PAD
         probes = games.probe_layers(acts, held, cfg)
         accuracy = {hook: float(sum(p["per_square"]) / len(p["per_square"])) for hook, p in probes.items()}
         best = max(accuracy, key=accuracy.__getitem__)
         return {
             "games": n_games,
-            "loss": float(next_token_loss(logits[going][None], held.targets[going][None])),
-            "legal_move_rate": games.legal_move_rate(logits, held),
+            **games.next_move_scores(logits, held),
             "probe": accuracy,
             "best_layer": best,
             "probe_best": accuracy[best],
