@@ -27,6 +27,7 @@ import multiprocessing
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -397,6 +398,7 @@ def _work(compute: Callable, threads: int, worker: int, slots: int, tasks, resul
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's: it stops the workers
     torch.set_num_threads(threads)
     parent = multiprocessing.parent_process()
+    sys.excepthook = _quiet_when_orphaned(sys.excepthook, parent)
     place = _Slots(worker, slots, releases, stop, parent)
     with contextlib.suppress(_Stopped):
         while not stop.is_set():
@@ -413,6 +415,22 @@ def _work(compute: Callable, threads: int, worker: int, slots: int, tasks, resul
                 message = (index, False, _describe(err))
             results.put(message)
     results.cancel_join_thread()  # batches nobody will read must not hold up the exit
+
+
+def _quiet_when_orphaned(report: Callable, parent) -> Callable:
+    """``report`` (an excepthook), except for the broken connection a worker's thread that shares a new slot
+    with the consumer (multiprocessing's resource sharer, which reports through ``sys.excepthook``) sees
+    when the consumer is killed mid-handshake: that is no error of the worker's, and a user who killed the
+    consumer should not get a worker's traceback."""
+
+    def hook(kind, value, trace) -> None:
+        if issubclass(kind, (ConnectionError, EOFError)) and parent is not None:
+            parent.join(1.0)  # the consumer's death closes the socket and its sentinel, in either order
+            if not parent.is_alive():
+                return
+        report(kind, value, trace)
+
+    return hook
 
 
 def _describe(err: Exception) -> tuple[bytes | None, str, str]:

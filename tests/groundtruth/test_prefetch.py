@@ -276,3 +276,35 @@ def test_no_process_outlives_its_consumer(stop, tmp_path):
         for pid in [proc.pid, *left]:  # whatever a failure left running
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+class _Parent:
+    """A stand-in for ``multiprocessing.parent_process()``: alive or not, and whether join() was waited on."""
+
+    def __init__(self, alive: bool) -> None:
+        self.alive, self.joined = alive, False
+
+    def join(self, timeout: float) -> None:
+        self.joined = True
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+@pytest.mark.parametrize(
+    "kind, alive, reported",
+    [
+        (ConnectionResetError, False, False),  # the consumer was killed mid-handshake: the worker stays quiet
+        (EOFError, False, False),
+        (ConnectionResetError, True, True),  # a broken connection while the consumer lives is a real error
+        (ValueError, False, True),  # and so is any other error
+    ],
+)
+def test_a_worker_stays_quiet_only_about_the_connection_its_killed_consumer_broke(kind, alive, reported):
+    from groundtruth.prefetch import _quiet_when_orphaned
+
+    seen, parent = [], _Parent(alive)
+    hook = _quiet_when_orphaned(lambda *exc: seen.append(exc[0]), parent)
+    hook(kind, kind("x"), None)
+    assert seen == ([kind] if reported else [])
+    assert parent.joined == issubclass(kind, (ConnectionError, EOFError))
