@@ -3,7 +3,9 @@
 ``run_with_cache(tokens, names=...)`` returns the logits and the activations at the requested hooks:
 ``hook_embed``, ``hook_pos_embed``, ``blocks.{l}.hook_resid_pre|hook_resid_mid|hook_resid_post``,
 ``blocks.{l}.attn.hook_pattern``, ``blocks.{l}.mlp.hook_post`` and ``ln_final.hook_normalized`` (the
-normalised residual before LayerNorm's weight and bias, as in TransformerLens). Pre-LayerNorm blocks,
+normalised residual before LayerNorm's weight and bias, as in TransformerLens); ``run_with_hooks(tokens,
+fwd_hooks=[(name, fn)])`` lets ``fn(activation, hook)`` replace the activation, as TransformerLens's does
+(how an SAE is spliced in). Pre-LayerNorm blocks,
 learned absolute positions, causal attention (Vaswani et al. 2017; Radford et al. 2019).
 
 The blocks' parameters carry TransformerLens's names and shapes (``blocks.0.attn.W_Q [n_heads, d_model,
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +91,13 @@ class TransformerConfig(Config):
         return names + ["ln_final.hook_normalized"]
 
 
+@dataclass(frozen=True)
+class HookPoint:
+    """What a hook function receives beside the activation, as in TransformerLens: the hook's ``name``."""
+
+    name: str
+
+
 class _LayerNorm(nn.Module):
     def __init__(self, d: int, enabled: bool):
         super().__init__()
@@ -102,6 +112,10 @@ class _LayerNorm(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Centred and scaled to unit variance, before the weight and bias (TransformerLens's hook_normalized)."""
         return F.layer_norm(x, x.shape[-1:], eps=LN_EPS) if self.enabled else x
+
+    def scale(self, normalized: torch.Tensor) -> torch.Tensor:
+        """The weight and bias applied to a normalised ``x``: ``scale(normalize(x)) == forward(x)``."""
+        return normalized * self.w + self.b if self.enabled else normalized
 
 
 class _Block(nn.Module):
@@ -165,25 +179,53 @@ class HookedTransformer(nn.Module):
         self, tokens: torch.Tensor, names: list[str] | tuple[str, ...] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and a dict of activations at ``names`` (default: every hook)."""
-        wanted = set(self.hook_names if names is None else names)
-        unknown = wanted - set(self.hook_names)
-        if unknown:
-            raise ValueError(f"unknown hook names {sorted(unknown)}; see HookedTransformer.hook_names")
         cache: dict[str, torch.Tensor] = {}
-        logits = self._run(tokens, (wanted, cache))
+
+        def keep(value: torch.Tensor, hook: HookPoint) -> None:
+            cache[hook.name] = value
+
+        wanted = self.hook_names if names is None else names
+        logits = self._run(tokens, self._hooks([(name, keep) for name in wanted]))
         return logits, cache
 
-    def _run(self, tokens: torch.Tensor, hooks) -> torch.Tensor:
+    def run_with_hooks(
+        self, tokens: torch.Tensor, fwd_hooks: Iterable[tuple[str, Callable[[torch.Tensor, HookPoint], Any]]]
+    ) -> torch.Tensor:
+        """Logits of a forward pass in which each ``fn`` of ``fwd_hooks`` sees the activation at its hook,
+        as TransformerLens calls it (``fn(activation, hook)``, ``hook.name`` the hook's name), and replaces it
+        by returning a tensor of the same shape (``None`` leaves it): how an SAE is spliced into the model.
+        Several functions at one hook run in order, each seeing what the last returned."""
+        return self._run(tokens, self._hooks(fwd_hooks))
+
+    def _hooks(self, fwd_hooks: Iterable[tuple[str, Callable]]) -> dict[str, list[Callable]]:
+        hooks: dict[str, list[Callable]] = {}
+        for name, fn in fwd_hooks:
+            if name not in self.hook_names:
+                raise ValueError(f"unknown hook name {name!r}; see HookedTransformer.hook_names")
+            if not callable(fn):
+                raise TypeError(f"the function at hook {name!r} must be callable, got {fn!r}")
+            hooks.setdefault(name, []).append(fn)
+        return hooks
+
+    def _run(self, tokens: torch.Tensor, hooks: Mapping[str, list[Callable]] | None) -> torch.Tensor:
         cfg = self.cfg
         if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
             raise TypeError(f"tokens must be an integer tensor [batch, pos], got {tokens!r:.80}")
         b, t = tokens.shape
         if t > cfg.n_ctx:
             raise ValueError(f"tokens have {t} positions but n_ctx={cfg.n_ctx}")
+        hooks = hooks or {}
 
         def hook(name: str, value: torch.Tensor) -> torch.Tensor:
-            if hooks is not None and name in hooks[0]:
-                hooks[1][name] = value
+            for fn in hooks.get(name, ()):
+                out = fn(value, HookPoint(name))
+                if out is not None:
+                    if not isinstance(out, torch.Tensor) or out.shape != value.shape:
+                        raise ValueError(
+                            f"the function at hook {name!r} must return None or a tensor of shape "
+                            f"{tuple(value.shape)}, got {getattr(out, 'shape', out)!r}"
+                        )
+                    value = out
             return value
 
         embed = hook("hook_embed", self.W_E[tokens])
@@ -198,7 +240,7 @@ class HookedTransformer(nn.Module):
             qkv = (x @ w_qkv + torch.cat([a.b_Q, a.b_K, a.b_V], 0).reshape(-1)).view(b, t, 3, h, dh)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [b, h, t, d_head]
             name = prefix + "attn.hook_pattern"
-            if hooks is not None and name in hooks[0]:
+            if name in hooks:
                 scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
                 pattern = hook(name, scores.masked_fill(~self._mask[:t, :t], float("-inf")).softmax(-1))
                 z = pattern @ v
@@ -212,8 +254,11 @@ class HookedTransformer(nn.Module):
                 resid = resid + post @ m.W_out + m.b_out
             resid = hook(prefix + "hook_resid_post", resid)
         name = "ln_final.hook_normalized"
-        if hooks is not None and name in hooks[0]:  # TransformerLens's value: before LayerNorm's weight and bias
-            hook(name, self.ln_final.normalize(resid))
+        if name in hooks:  # TransformerLens's value: before LayerNorm's weight and bias
+            normalized = self.ln_final.normalize(resid)
+            changed = hook(name, normalized)
+            if changed is not normalized:
+                return self.ln_final.scale(changed) @ self.W_U + self.b_U
         # The output keeps the fused LayerNorm every model here was trained with (the same bits as before).
         return self.ln_final(resid) @ self.W_U + self.b_U
 

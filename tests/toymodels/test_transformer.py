@@ -327,3 +327,66 @@ def test_transformer_lens_weights_that_do_not_fit_raise():
         from_transformer_lens_state_dict({k: v.tolist() for k, v in weights.items()}, SMALL)
     with pytest.raises(TypeError, match="model must be a toymodels HookedTransformer"):
         transformer_lens_state_dict(torch.nn.Linear(2, 2))
+
+
+def _scaled_by(factor: float, seen: list[str]):
+    """A hook function that records the hook's name and replaces the activation by ``factor`` times it."""
+
+    def fn(value: torch.Tensor, hook) -> torch.Tensor:
+        seen.append(hook.name)
+        return value * factor
+
+    return fn
+
+
+@settings(max_examples=10, deadline=None)
+@given(cfg=small_configs(), seed=seeds(), data=st.data())
+def test_replacing_an_activation_changes_the_logits_as_in_transformer_lens(transformer_lens, cfg, seed, data):
+    """The same replacement (the activation scaled) at any hook both models have gives the same logits;
+    the hook function is called once with the hook's name."""
+    model = perturbed(cfg, seed % 1000, scale=0.3)
+    theirs = to_transformer_lens(model)
+    name = data.draw(st.sampled_from(sorted(set(model.hook_names) - only_ours(cfg))), label="hook")
+    factor = data.draw(st.sampled_from([0.0, 0.5, 2.0]), label="factor")
+    tokens = torch.randint(0, cfg.d_vocab, (2, cfg.n_ctx), generator=torch.Generator().manual_seed(seed))
+    seen: list[str] = []
+    with torch.no_grad():
+        ours = model.run_with_hooks(tokens, fwd_hooks=[(name, _scaled_by(factor, seen))])
+        expected = theirs.run_with_hooks(tokens, fwd_hooks=[(name, _scaled_by(factor, []))])
+    assert seen == [name]
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cfg=small_configs(), seed=seeds(), data=st.data())
+def test_hooks_that_return_nothing_or_the_same_value_leave_the_logits_bit_identical(cfg, seed, data):
+    model = perturbed(cfg, seed % 1000, scale=0.3)
+    names = data.draw(st.lists(st.sampled_from(model.hook_names), min_size=1, max_size=4), label="hooks")
+    tokens = torch.randint(0, cfg.d_vocab, (2, cfg.n_ctx), generator=torch.Generator().manual_seed(seed))
+    fns = [lambda value, hook: None, lambda value, hook: value]
+    hooks = [(name, fns[i % 2]) for i, name in enumerate(names)]
+    with torch.no_grad():
+        assert torch.equal(model.run_with_hooks(tokens, fwd_hooks=hooks), model(tokens))
+
+
+def test_functions_at_one_hook_run_in_order_each_seeing_the_last_ones_value():
+    model = perturbed(SMALL)
+    tokens = torch.randint(0, SMALL.d_vocab, (2, SMALL.n_ctx), generator=torch.Generator().manual_seed(0))
+    name = "blocks.0.hook_resid_post"
+    with torch.no_grad():
+        twice = model.run_with_hooks(tokens, fwd_hooks=[(name, _scaled_by(2.0, [])), (name, _scaled_by(3.0, []))])
+        once = model.run_with_hooks(tokens, fwd_hooks=[(name, _scaled_by(6.0, []))])
+    torch.testing.assert_close(twice, once)
+
+
+def test_bad_hooks_are_refused_by_name():
+    model = perturbed(SMALL)
+    tokens = torch.zeros(1, 3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="'blocks.9.hook_resid_post'"):
+        model.run_with_hooks(tokens, fwd_hooks=[("blocks.9.hook_resid_post", lambda v, h: None)])
+    with pytest.raises(TypeError, match="must be callable"):
+        model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", 3)])
+    with pytest.raises(ValueError, match=r"hook 'hook_embed' must return None or a tensor of shape \(1, 3, 16\)"):
+        model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", lambda v, h: v[:, :1])])
+    with pytest.raises(ValueError, match="unknown hook name"):
+        model.run_with_cache(tokens, names=["nope"])
