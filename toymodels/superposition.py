@@ -127,9 +127,16 @@ class ToyModel(nn.Module):
         self._check_input(x)
         return x @ self.W.T
 
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """The computation downstream of the hidden layer, ``ReLU(h @ W + b)``: ``[..., m] -> [..., F]``;
+        an SAE's reconstruction of ``h`` is judged by it when spliced in (:mod:`toymodels.splice`)."""
+        if not isinstance(h, torch.Tensor) or h.ndim < 1 or h.shape[-1] != self.config.d_hidden:
+            raise ValueError(f"h must be a tensor of shape [..., d_hidden={self.config.d_hidden}], got {h!r:.80}")
+        return torch.relu(h @ self.W + self.b)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``ReLU(hidden(x) @ W + b)``: ``[..., F] -> [..., F]``."""
-        return torch.relu(self.hidden(x) @ self.W + self.b)
+        return self.output(self.hidden(x))
 
 
 def sample_features(n: int, cfg: ToyModelConfig, generator: torch.Generator) -> torch.Tensor:
