@@ -24,7 +24,7 @@ from analysis.experiments.sweep.results import METRIC_LABELS, config_keys, load_
 from analysis.figures import save_figure
 
 FIGURES = ("metrics_vs_l0", "metrics_vs_width", "bars_by_target_l0")
-LINE_METRICS = ("f1", "mcc", "fve", "absorption")
+LINE_METRICS = ("f1", "mcc", "mmcs_true_to_learned", "fve", "absorption")  # MMCS: Sharkey et al. (2022)'s measure
 BAR_METRICS = ("f1", "mcc", "fve")
 DERIVED_KNOBS = ("k", "coefficient")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")

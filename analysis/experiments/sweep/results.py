@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 # The metrics the text table shows first, in this order, when the sweep has them.
 HEADLINE_METRICS = ("l0", "fve", "mcc", "f1", "absorption", "dead")
-METRIC_LABELS = {"l0": "L0", "fve": "FVE", "mcc": "MCC", "f1": "F1"}
+METRIC_LABELS = {"l0": "L0", "fve": "FVE", "mcc": "MCC", "f1": "F1", "mmcs_true_to_learned": "MMCS (true→learned)"}
 # The other metrics of a ground-truth source: in results.csv, not in the text table. Metrics outside both
 # sets (a trained model's hook has its own) are shown in the table after the headline ones.
 DETAIL_METRICS = frozenset(
