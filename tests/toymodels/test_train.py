@@ -67,6 +67,7 @@ FIT_SETTINGS = {  # sparsity weights small enough that the fit is not dominated 
     "gated": {"sparsity_coefficient": 0.02},
     "matryoshka_batchtopk": {"k": 1},
     "p_anneal": {"sparsity_coefficient": 0.02},
+    "matching_pursuit": {"k": 1},
 }
 
 
