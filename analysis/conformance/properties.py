@@ -155,9 +155,11 @@ def check_nonnegative_codes(factory, profile: Profile, case: dict) -> None:
 
 def check_declared_sparsity(factory, profile: Profile, case: dict) -> None:
     """The declared sparsity mechanism is what runs: TopK keeps at most k latents (exactly k when
-    enough are positive), BatchTopK keeps k per sample on average over a training batch, and a
-    threshold (JumpReLU, BatchTopK at inference) zeroes every code at or below it. An off-by-one k or
-    a threshold that is never applied changes L0 without any error."""
+    enough are positive), BatchTopK keeps k per sample on average over a training batch, a
+    threshold (JumpReLU, BatchTopK at inference) zeroes every code at or below it, and matching
+    pursuit keeps at most k latents and reconstructs no worse than the empty code. An off-by-one k,
+    a threshold that is never applied or a pursuit step of the wrong sign changes L0 or the error
+    without any error."""
     s = Subject(factory, case["d_in"], case["d_sae"], case["seed"])
     d = s.declared
     x = gaussian(32, s.d_in, case["seed"], case["scale"])
@@ -167,6 +169,16 @@ def check_declared_sparsity(factory, profile: Profile, case: dict) -> None:
         assert int(nonzero.max()) <= d.k, f"a sample has {int(nonzero.max())} active latents, k={d.k}"
         exact = float((nonzero == d.k).float().mean())
         assert exact >= 0.5, f"only {exact:.0%} of samples have exactly k={d.k} active latents"
+    if d.sparsity == "pursuit":
+        assert int(nonzero.max()) <= d.k, f"a sample has {int(nonzero.max())} active latents, k={d.k}"
+        # Each greedy step removes the residual's component along a unit row, so no step adds error.
+        empty = (s.decode(torch.zeros_like(codes)) - x).norm(dim=-1)
+        error = (s.decode(codes) - x).norm(dim=-1)
+        worse = error > empty * (1 + 1e-5) + 1e-6 * case["scale"]
+        assert not bool(worse.any()), (
+            f"{int(worse.sum())} reconstructions are worse than the empty code's "
+            f"(e.g. error {float(error[worse][0]):.4g} against {float(empty[worse][0]):.4g})"
+        )
     if d.sparsity in ("threshold", "batchtopk"):
         threshold = getattr(s.sae, "threshold", None)
         assert isinstance(threshold, torch.Tensor), "a threshold SAE must expose its threshold tensor"

@@ -16,7 +16,7 @@ from toymodels.sae.registry import DATA_KINDS, SPARSITY_KINDS
 from toymodels.sae.training import Trainer
 from toymodels.training import TrainConfig
 
-Sparsity = Literal["topk", "batchtopk", "threshold", "penalty"]
+Sparsity = Literal["topk", "batchtopk", "threshold", "penalty", "pursuit"]
 DataKind = Literal["flat", "hierarchical"]
 
 
@@ -28,8 +28,10 @@ class Declared:
     - ``sparsity``: ``"topk"`` (at most ``k`` non-zeros per sample, exactly ``k`` when enough
       pre-activations are positive), ``"batchtopk"`` (``k`` per sample on average over a training
       batch, an inference ``threshold``), ``"threshold"`` (JumpReLU: a code is either 0 or above its
-      latent's ``threshold``), ``"penalty"`` (a loss term; nothing structural to check). The same
-      vocabulary as the SAE classes' ``sparsity`` declaration.
+      latent's ``threshold``), ``"penalty"`` (a loss term; nothing structural to check), ``"pursuit"``
+      (matching pursuit: at most ``k`` non-zeros, one per greedy step over unit decoder rows, so the
+      reconstruction error never exceeds the empty code's; fewer than ``k`` where the pursuit stops early,
+      so "usually exactly k" is not promised). The same vocabulary as the SAE classes' ``sparsity`` declaration.
     - ``decoder_norm``: ``"unit"`` (every decoder row has norm 1, before and after training steps) or
       ``"free"``.
     - ``knob``: the factory keyword that sets sparsity, and whether raising it raises L0
@@ -53,7 +55,7 @@ class Declared:
     def __post_init__(self) -> None:
         if self.sparsity is not None and self.sparsity not in SPARSITY_KINDS:
             raise ValueError(f"sparsity must be one of {SPARSITY_KINDS} or None, got {self.sparsity!r}")
-        if self.sparsity in ("topk", "batchtopk") and not (isinstance(self.k, int) and self.k >= 1):
+        if self.sparsity in ("topk", "batchtopk", "pursuit") and not (isinstance(self.k, int) and self.k >= 1):
             raise ValueError(f"sparsity={self.sparsity!r} needs a positive integer k, got k={self.k!r}")
         if self.decoder_norm not in (None, "unit", "free"):
             raise ValueError(f"decoder_norm must be 'unit', 'free' or None, got {self.decoder_norm!r}")

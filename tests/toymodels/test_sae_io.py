@@ -32,6 +32,7 @@ SAVED_AS = {
     "gated": "gated",
     "matryoshka_batchtopk": "jumprelu",
     "p_anneal": "standard",
+    "matching_pursuit": "matching_pursuit",
 }
 BASE_TENSORS = {"W_enc", "b_enc", "W_dec", "b_dec"}
 SAVED_TENSORS = {
@@ -39,6 +40,7 @@ SAVED_TENSORS = {
     "topk": BASE_TENSORS,
     "jumprelu": BASE_TENSORS | {"threshold"},
     "gated": {"W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"},
+    "matching_pursuit": {"W_dec", "b_dec"},  # tied: no encoder
 }
 SAELENS_KEYS = {
     "d_in",
@@ -308,7 +310,7 @@ def test_saelens_options_we_cannot_honour_raise(sae_lens, tmp_path):
         with pytest.raises(ValueError, match="not supported"):
             load_sae(tmp_path / name)
     cfg = json.loads((tmp_path / "normalised" / "cfg.json").read_text())
-    cfg["architecture"] = "matching_pursuit"
+    cfg["architecture"] = "temporal"
     (tmp_path / "normalised" / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="cannot load SAELens architecture"):
         load_sae(tmp_path / "normalised")

@@ -67,6 +67,7 @@ FIT_SETTINGS = {  # sparsity weights small enough that the fit is not dominated 
     "gated": {"sparsity_coefficient": 0.02},
     "matryoshka_batchtopk": {"k": 1},
     "p_anneal": {"sparsity_coefficient": 0.02},
+    "matching_pursuit": {"k": 1},
 }
 
 
@@ -124,6 +125,7 @@ RESUME_CASES = {  # name -> (architecture, SAEConfig fields, TrainConfig fields)
     "gated": ("gated", {}, {}),
     "matryoshka_batchtopk": ("matryoshka_batchtopk", {"k": 2, "dead_after": 3}, {}),
     "p_anneal": ("p_anneal", {}, {}),
+    "matching_pursuit": ("matching_pursuit", {"k": 2}, {}),
     "standard_target_l0": ("standard", {"target_l0": 2.0}, {}),  # the controller's coefficient resumes too
     # L0 starts below 2 and ends above it: the thresholds are scaled down, then left to the penalty
     "jumprelu_target_l0": ("jumprelu", {"target_l0": 2.0, "jump_bandwidth": 0.1}, {}),

@@ -8,6 +8,7 @@ from toymodels.sae.config import SAEConfig
 from toymodels.sae.gated import GatedSAE
 from toymodels.sae.io import load_sae, save_sae, saved_config
 from toymodels.sae.jumprelu import JumpReLUSAE
+from toymodels.sae.matching_pursuit import MatchingPursuitSAE
 from toymodels.sae.registry import (
     SAE_CLASSES,
     architecture_table,
@@ -25,6 +26,7 @@ __all__ = [
     "GatedSAE",
     "JumpReLUSAE",
     "LossTerms",
+    "MatchingPursuitSAE",
     "MatryoshkaBatchTopKSAE",
     "PAnnealSAE",
     "SAEConfig",

@@ -15,7 +15,8 @@ class SAEConfig(Config):
     """Hyperparameters of one SAE. Fields a variant does not use are ignored by it.
 
     ``sparsity_coefficient`` is the L1 coefficient (standard, gated, p-anneal) or the L0 coefficient
-    (jumprelu). ``k`` is the number of active latents per sample (topk, batchtopk, matryoshka).
+    (jumprelu). ``k`` is the number of active latents per sample (topk, batchtopk, matryoshka), or the most
+    (matching_pursuit: its number of greedy steps).
     """
 
     architecture: str
@@ -35,6 +36,7 @@ class SAEConfig(Config):
     matryoshka_prefixes: tuple[int, ...] = ()  # nested dictionary sizes; the last is d_sae
     p_end: float = 0.2  # p-annealing: final exponent of the L_p penalty
     target_l0: float | None = None  # penalty SAEs: steer sparsity_coefficient (the start) to hold this L0
+    residual_threshold: float = 0.0  # matching_pursuit: a sample's pursuit stops below this residual norm (0: never)
 
     def __post_init__(self) -> None:
         cls = sae_class(self.architecture)
@@ -70,6 +72,7 @@ class SAEConfig(Config):
         if self.jump_init_threshold is not None:
             check_real("jump_init_threshold", self.jump_init_threshold, 0.0, low_open=True)
         check_real("p_end", self.p_end, 0.0, 1.0, low_open=True)
+        check_real("residual_threshold", self.residual_threshold, 0.0)
         if self.target_l0 is not None:
             if cls.sparsity_knob != "sparsity_coefficient":
                 raise ValueError(f"target_l0={self.target_l0}: {self.architecture} sets its L0 with k, not a penalty")

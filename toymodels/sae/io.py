@@ -5,9 +5,9 @@ A folder holds ``cfg.json`` (SAELens fields + ``"architecture"`` + ``"metadata"`
 ``threshold`` where the architecture has one). BatchTopK and Matryoshka are written as JumpReLU, their
 inference form. Our full config rides along in ``metadata["groundtruth"]`` so that our own folders load
 back into the exact training class; folders written by SAELens load by their architecture name, in
-either form SAELens 6 writes: an inference SAE's (``standard``, ``topk``, ``jumprelu``, ``gated``) or a
-training SAE's ``save_model`` (the same four, plus ``batchtopk`` and ``matryoshka_batchtopk`` with their
-running ``topk_threshold``).
+either form SAELens 6 writes: an inference SAE's (``standard``, ``topk``, ``jumprelu``, ``gated``,
+``matching_pursuit``) or a training SAE's ``save_model`` (the same five, plus ``batchtopk`` and
+``matryoshka_batchtopk`` with their running ``topk_threshold``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,15 @@ from toymodels.sae.registry import SAE_CLASSES, make_sae, sae_class
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
-_FROM_SAELENS = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")  # our names too
+_FROM_SAELENS = (  # our names too
+    "standard",
+    "topk",
+    "batchtopk",
+    "jumprelu",
+    "gated",
+    "matryoshka_batchtopk",
+    "matching_pursuit",
+)
 
 
 def sae_cfg_dict(sae: SparseAutoencoder) -> dict:
@@ -41,6 +49,21 @@ def sae_cfg_dict(sae: SparseAutoencoder) -> dict:
         "architecture": sae.saved_as,
         "metadata": {"groundtruth": sae.cfg.to_dict()},
     }
+
+
+def _pursuit_fields(raw: dict) -> tuple[dict, dict]:
+    """A SAELens matching-pursuit cfg.json as ours: ``max_iterations`` is our ``k`` (None: ``d_in`` steps, as
+    SAELens), ``residual_threshold`` ours (SAELens's default 1e-2 where absent)."""
+    if raw.get("stop_on_duplicate_support", True) is not True:
+        raise ValueError("stop_on_duplicate_support=false is not supported: our pursuit stops when no latent is added")
+    steps = raw.get("max_iterations")
+    steps = raw["d_in"] if steps is None else steps
+    if isinstance(steps, int) and steps > raw["d_sae"]:
+        # the step after d_sae new latents would grow one of them, a step ours (k <= d_sae) does not take
+        raise ValueError(
+            f"max_iterations={steps} (None: d_in) exceeds d_sae={raw['d_sae']}: ours takes k <= d_sae steps"
+        )
+    return {**raw, "k": steps}, {"residual_threshold": float(raw.get("residual_threshold", 1e-2))}
 
 
 def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
@@ -80,6 +103,9 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         arch = raw.get("architecture", "standard")
         if arch not in _FROM_SAELENS:
             raise ValueError(f"cannot load SAELens architecture {arch!r}; supported: {sorted(_FROM_SAELENS)}")
+        pursuit = {}
+        if arch == "matching_pursuit":
+            raw, pursuit = _pursuit_fields(raw)
         topk_like = sae_class(arch).sparsity_knob == "k"
         # SAELens's rescale_acts_by_decoder_norm is our free decoder policy (TopK-like only; raw rows kept)
         rescaled = topk_like and bool(raw.get("rescale_acts_by_decoder_norm", False))
@@ -95,6 +121,7 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
             k=k,
             decoder_norm="free" if rescaled else "unit" if topk_like else None,
             matryoshka_prefixes=tuple(raw.get("matryoshka_widths", ())),
+            **pursuit,
         )
         if "topk_threshold" in weights:  # BatchTopK's running threshold, its inference threshold for every latent
             running = weights.pop("topk_threshold")

@@ -34,6 +34,7 @@ SPARSITY_KINDS = (
     "batchtopk",  # k non-zeros per sample on average over a training batch; a fixed threshold at inference
     "threshold",  # a code is non-zero exactly when its pre-activation exceeds a learned threshold
     "penalty",  # a penalty in the loss trades sparsity for reconstruction; no structural promise
+    "pursuit",  # at most k non-zeros per sample, one per greedy step over unit rows (fewer where it stops early)
 )
 # Kinds of data an architecture is built to recover features from; its conformance recovery property trains on it:
 DATA_KINDS = (
