@@ -380,3 +380,19 @@ def test_bad_belief_and_toy_arguments_are_named(mess3_data):
         toy_splice_scores(toy, Affine(1.0), torch.zeros(3, 4))
     with pytest.raises(ValueError, match="features must be 2-D"):
         toy_splice_scores(toy, Affine(1.0), torch.zeros(5))
+
+
+def test_the_readme_example_runs_and_says_what_it_prints():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("## Splicing metrics")[1].split("```python")[1].split("```")[0]
+    scope: dict = {}
+    exec(code, scope)
+    scores, r2 = scope["scores"], scope["r2"]
+    # as printed there, give or take another machine's training of the SAE
+    assert scores["ce_loss_score"] == pytest.approx(0.9991, abs=3e-4)
+    assert scores["kl_div_with_sae"] == pytest.approx(0.0002, abs=1e-4)
+    assert list(r2) == ["blocks.2.hook_resid_post", "blocks.3.hook_resid_post"]
+    final = r2["blocks.3.hook_resid_post"]
+    assert final["clean"] == pytest.approx(0.9989, abs=1e-4) and final["spliced"] == pytest.approx(0.9977, abs=1e-3)
