@@ -18,7 +18,8 @@ the R² and MSE of the exact beliefs regressed from the SAE's codes (a beliefs r
 the pieces (a games run, :func:`analysis.experiments.games.board_scores`). Downstream of the hook, the SAE is
 spliced into the model over the first :data:`SPLICE_SEQUENCES` held-out sequences
 (:func:`analysis.metrics.splice.splice_scores`: SAEBench's CE loss recovered and KL, against zero- and
-mean-ablation; a game's padding is not scored) and, in a beliefs run, each later layer's belief R² is given
+mean-ablation, at each position with a next token: a game's padding is not scored, nor a beliefs run's last
+position, whose next token its ``n_ctx``-token sequences do not hold) and, in a beliefs run, each later layer's belief R² is given
 clean and spliced (``belief_r2_clean@<hook>``, ``belief_r2_spliced@<hook>``,
 :func:`analysis.metrics.splice.spliced_belief_r2`).
 """
