@@ -19,8 +19,8 @@ the pieces (a games run, :func:`analysis.experiments.games.board_scores`). Downs
 spliced into the model over the first :data:`SPLICE_SEQUENCES` held-out sequences
 (:func:`analysis.metrics.splice.splice_scores`: SAEBench's CE loss recovered and KL, against zero- and
 mean-ablation, at each position with a next token: a game's padding is not scored, nor a beliefs run's last
-position, whose next token its ``n_ctx``-token sequences do not hold) and, in a beliefs run, each later layer's belief R² is given
-clean and spliced (``belief_r2_clean@<hook>``, ``belief_r2_spliced@<hook>``,
+position, whose next token its ``n_ctx``-token sequences do not hold) and, in a beliefs run, each later
+layer's belief R² is given clean and spliced (``belief_r2_clean@<hook>``, ``belief_r2_spliced@<hook>``,
 :func:`analysis.metrics.splice.spliced_belief_r2`).
 """
 
