@@ -217,6 +217,15 @@ def test_table_shows_a_hook_sources_own_metrics(tmp_path):
     assert text.splitlines()[2].split() == ["4.0", "±", "0.0", "0.900", "±", "0.000", "0.300", "±", "0.071", "2"]
 
 
+def test_table_shows_the_splice_scores_and_keeps_their_parts_and_per_hook_metrics_in_the_csv(tmp_path):
+    splice = {"ce_loss_with_sae": 1.2, "ce_loss_score": 0.8, "kl_div_score": 0.7, "n_positions": 100.0}
+    metrics = {"l0": 4.0, **splice, "belief_r2_spliced@blocks.1.hook_resid_post": 0.5}
+    write_run(tmp_path, columns(source="mess3:blocks.0.hook_resid_post"), metrics)
+    text, path = write_results(tmp_path)
+    assert text.splitlines()[1].split() == ["L0", "ce_loss_score", "kl_div_score", "seeds"]
+    assert {f"{m}_mean" for m in metrics} <= set(pd.read_csv(path).columns)
+
+
 def test_load_failures_lists_each_failed_run(tmp_path):
     a = write_failure(tmp_path, columns(sae="gated", architecture="gated"), "RuntimeError: boom")
     b = write_failure(tmp_path, columns(width=8), "ValueError: width")

@@ -2,7 +2,7 @@
 `groundtruth games` run folder. Resolution checks the folder, the hook and the sizes before anything runs;
 the identity is the model (config and weights), not where its folder is; SAEs train on rows of one cached
 set of activations; scores are the generic ones (checked by hand) plus the run's ground truth, as the
-experiment itself scores the same codes."""
+experiment itself scores the same codes, and the SAE spliced into the model (a toy model's hidden layer too)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from analysis.experiments.beliefs import BeliefConfig, score_model
 from analysis.experiments.games import MODELS as GAME_MODELS
 from analysis.experiments.games import EvalGames, GameConfig, board_scores, game_inputs
 from analysis.experiments.sweep import SweepError, load_results, parse_sweep, run_sweep
-from analysis.experiments.sweep.hooks import MIN_EVAL_SEQUENCES
+from analysis.experiments.sweep.hooks import MIN_EVAL_SEQUENCES, SPLICE_SEQUENCES
 from analysis.metrics.beliefs import BeliefData
+from analysis.metrics.splice import splice_scores, spliced_belief_r2
 from games import PAD
 from groundtruth.processes import process
 from toymodels.sae import SAEConfig, load_sae, make_sae
@@ -237,6 +238,22 @@ def test_generic_scores_match_a_hand_computation(beliefs_run):
     assert all(type(v) in (float, int) for v in scores.values())
 
 
+DOWNSTREAM = (
+    "ce_loss_without_sae",
+    "ce_loss_with_sae",
+    "ce_loss_with_ablation",
+    "ce_loss_with_mean_ablation",
+    "ce_loss_score",
+    "ce_loss_score_mean_ablation",
+    "kl_div_with_sae",
+    "kl_div_with_ablation",
+    "kl_div_with_mean_ablation",
+    "kl_div_score",
+    "kl_div_score_mean_ablation",
+    "n_positions",
+)
+
+
 def held_out_beliefs(spec, n: int) -> BeliefData:
     sample = process("mess3").sample(n, BELIEFS.n_ctx, torch.Generator().manual_seed(spec.seed("eval")))
     return BeliefData(sample.tokens, sample.latents, torch.full((n, BELIEFS.n_ctx), 1 / n, dtype=torch.float64), False)
@@ -254,7 +271,7 @@ def test_a_sweep_trains_and_scores_each_kind_as_its_experiment_would(kind, reque
     assert sorted(r["columns"]["k"] for r in records) == [2, 4]
     for record in records:
         metrics = record["metrics"]
-        assert set(metrics) == {"l0", "fve", "mse", "dead", "n_eval", *truth, "final_coefficient"}
+        assert set(metrics) == {"l0", "fve", "mse", "dead", "n_eval", *truth, *DOWNSTREAM, "final_coefficient"}
         assert 0 < metrics["l0"] <= record["columns"]["k"] and metrics["fve"] <= 1 and metrics["mse"] >= 0
         assert all(isinstance(metrics[key], float) for key in ("l0", "fve", "mse", *truth))
     table = load_results(tmp_path).set_index("id")
@@ -269,6 +286,11 @@ def test_a_sweep_trains_and_scores_each_kind_as_its_experiment_would(kind, reque
         results, _, _ = score_model(model, process("mess3"), data, seed=BELIEFS.seed, sae=sae)
         assert record["metrics"]["belief_r2"] == pytest.approx(results["hooks"]["sae codes"]["r2"], rel=1e-6)
         assert record["metrics"]["belief_mse"] == pytest.approx(results["hooks"]["sae codes"]["mse"], rel=1e-6)
+        # the downstream scores are the splice of the saved SAE into the model over the first held-out sequences
+        tokens = data.tokens[:SPLICE_SEQUENCES]
+        expected = splice_scores(model, sae, tokens, FINAL)
+        assert {k: record["metrics"][k] for k in DOWNSTREAM} == pytest.approx(expected, rel=1e-5, abs=1e-7)
+        assert spliced_belief_r2(model, sae, tokens, data.beliefs[:SPLICE_SEQUENCES], FINAL) == {}  # none later
         # and an SAE that passes the hook through scores the hook's own fit
         built = spec.build(N_EVAL)
         assert built.score(Identity(spec.d_in))["belief_r2"] == pytest.approx(results["hooks"][FINAL]["r2"], rel=1e-6)
@@ -278,5 +300,30 @@ def test_a_sweep_trains_and_scores_each_kind_as_its_experiment_would(kind, reque
         expected = board_scores(codes, games, GAMES)
         assert record["metrics"]["coverage"] == expected["coverage"]
         assert record["metrics"]["board_f1"] == expected["reconstruction_f1"]
+        tokens = torch.cat([games.inputs, games.targets[:, -1:]], 1)[:SPLICE_SEQUENCES]
+        expected = splice_scores(model, sae, tokens, hook, pad=PAD)
+        assert {k: record["metrics"][k] for k in DOWNSTREAM} == pytest.approx(expected, rel=1e-5, abs=1e-7)
+        assert expected["n_positions"] == int((tokens[:, 1:] != PAD).sum())
         assert GAME_MODELS["tiny"]["d_mlp"] == spec.d_in
     assert np.isfinite(record["metrics"]["fve"])
+
+
+def test_a_toy_model_source_is_scored_downstream_by_the_toys_own_loss(tmp_path):
+    from analysis.metrics.splice import toy_splice_scores
+    from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
+
+    toy = {"n_features": 8, "d_hidden": 4, "feature_probability": 0.2, "steps": 50, "batch_size": 64, "seed": 2}
+    table = ", ".join(f"{k} = {v}" for k, v in toy.items())
+    text = (
+        f"[train]\nsteps = 20\nbatch_size = 64\nn_eval = {N_EVAL}\n\n[sources.toy]\ntoy_model = {{ {table} }}\n\n"
+        '[grid]\nsource = "toy"\nsae = "topk"\nwidth = 8\nk = 2\n'
+    )
+    report = run_sweep(parse_sweep(text), tmp_path, workers=1, progress=False, device="cpu")
+    assert report.count("finished") == 1 and not report.failed
+    (folder,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((folder / "run.json").read_text())["metrics"]
+    cfg = ToyModelConfig(**toy)
+    held = HiddenLayerSource(train_toy_model(cfg, progress=False), seed=cfg.seed).eval_set(N_EVAL)
+    expected = toy_splice_scores(train_toy_model(cfg, progress=False), load_sae(folder / "sae"), held.codes.to_dense())
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected, rel=1e-6)
+    assert metrics["loss_with_ablation"] > metrics["loss_without_sae"]

@@ -15,7 +15,13 @@ config and weights), so every run and every hook of one model sees the same ones
 on are drawn apart. Scores: L0, FVE, MSE and dead latents on the held-out rows, plus the run's ground truth:
 the R² and MSE of the exact beliefs regressed from the SAE's codes (a beliefs run, as
 :func:`analysis.experiments.beliefs.score_model` scores its SAE), or coverage and board reconstruction F1 of
-the pieces (a games run, :func:`analysis.experiments.games.board_scores`).
+the pieces (a games run, :func:`analysis.experiments.games.board_scores`). Downstream of the hook, the SAE is
+spliced into the model over the first :data:`SPLICE_SEQUENCES` held-out sequences
+(:func:`analysis.metrics.splice.splice_scores`: SAEBench's CE loss recovered and KL, against zero- and
+mean-ablation, at each position with a next token: a game's padding is not scored, nor a beliefs run's last
+position, whose next token its ``n_ctx``-token sequences do not hold) and, in a beliefs run, each later
+layer's belief R² is given clean and spliced (``belief_r2_clean@<hook>``, ``belief_r2_spliced@<hook>``,
+:func:`analysis.metrics.splice.spliced_belief_r2`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from analysis.experiments.games import EvalGames, GameConfig, board_scores, game
 from analysis.experiments.skeleton import cached_batches
 from analysis.metrics.beliefs import belief_regression
 from analysis.metrics.recovery import dead_latents, fve, l0, mse
+from analysis.metrics.splice import splice_scores, spliced_belief_r2
 from games import PAD
 from groundtruth.processes import process
 from toymodels.transformer import WEIGHTS_FILE, HookedTransformer, load_transformer
@@ -43,6 +50,7 @@ from toymodels.transformer import WEIGHTS_FILE, HookedTransformer, load_transfor
 DEFAULT_SEQUENCES = 4096
 MIN_EVAL_SEQUENCES = 256  # held-out sequences (or games) at least, however small n_eval is
 _FORWARD_TOKENS = 65_536  # token positions per forward pass when collecting activations
+SPLICE_SEQUENCES = 256  # held-out sequences (or games) the SAE is spliced into the model over
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,9 @@ class HookActivations:
     """A built hook source: training rows drawn from one cache, and a score on held-out sequences.
 
     ``held_out [N, t, d]`` are the activations over the held-out sequences, ``real [N, t]`` the positions
-    that hold a token (not padding after a game's end), and ``truth(codes [N, t, m])`` the run's
-    ground-truth scores of an SAE's codes there."""
+    that hold a token (not padding after a game's end), ``truth(codes [N, t, m])`` the run's
+    ground-truth scores of an SAE's codes there, and ``downstream(sae)`` the scores of the SAE spliced into
+    the model."""
 
     def __init__(
         self,
@@ -98,8 +107,10 @@ class HookActivations:
         held_out: torch.Tensor,
         real: torch.Tensor,
         truth: Callable[[torch.Tensor], dict[str, float]],
+        downstream: Callable[[Any], dict[str, float]],
     ) -> None:
         self.train, self.held_out, self.real, self.truth = train, held_out, real, truth
+        self.downstream = downstream
 
     def activations(self, batch_size: int, seed: int, *, workers: int = 0):
         """Rows of the cached activations (cheap to draw: ``workers`` is not needed)."""
@@ -107,12 +118,18 @@ class HookActivations:
 
     def score(self, sae) -> dict[str, Any]:
         """L0, FVE, MSE and dead latents on the held-out rows (:mod:`analysis.metrics.recovery`), with
-        ``n_eval`` (how many rows), and the run's ground-truth scores."""
+        ``n_eval`` (how many rows), the run's ground-truth scores and the downstream scores of the splice."""
         codes = sae_codes(sae, self.held_out)
         rows, x = codes[self.real], self.held_out[self.real]
         x_hat = sae_reconstructions(sae, rows)
         generic = {"l0": l0(rows), "fve": fve(x, x_hat), "mse": mse(x, x_hat), "dead": int(dead_latents(rows).sum())}
-        return {**generic, "n_eval": len(x), **self.truth(codes)}
+        return {**generic, "n_eval": len(x), **self.truth(codes), **self.downstream(sae)}
+
+
+def _splice(model: HookedTransformer, sae) -> HookedTransformer:
+    """``model`` on the device of ``sae``'s decoder (where it has one), to splice it in there."""
+    w_dec = getattr(sae, "W_dec", None)
+    return model.to(w_dec.device) if isinstance(w_dec, torch.Tensor) else model
 
 
 def _hook_acts(model: HookedTransformer, tokens: torch.Tensor, hook: str) -> torch.Tensor:
@@ -131,9 +148,17 @@ def _beliefs(spec: ModelHook, model: HookedTransformer, n_held: int) -> HookActi
         fit = belief_regression(codes, held.latents, seed=cfg.seed)
         return {"belief_r2": fit.r2, "belief_mse": fit.mse}
 
+    def downstream(sae) -> dict[str, float]:
+        spliced, seqs = _splice(model, sae), held.tokens[:SPLICE_SEQUENCES]
+        scores: dict[str, float] = splice_scores(spliced, sae, seqs, spec.hook)
+        r2 = spliced_belief_r2(spliced, sae, seqs, held.latents[:SPLICE_SEQUENCES], spec.hook, seed=cfg.seed)
+        for name, fit in r2.items():
+            scores |= {f"belief_r2_clean@{name}": fit["clean"], f"belief_r2_spliced@{name}": fit["spliced"]}
+        return scores
+
     train = _hook_acts(model, tokens, spec.hook)
     real = torch.ones(held_out.shape[:2], dtype=torch.bool)
-    return HookActivations(train.reshape(-1, train.shape[-1]), held_out, real, truth)
+    return HookActivations(train.reshape(-1, train.shape[-1]), held_out, real, truth, downstream)
 
 
 def _games(spec: ModelHook, model: HookedTransformer, n_held: int) -> HookActivations:
@@ -145,8 +170,13 @@ def _games(spec: ModelHook, model: HookedTransformer, n_held: int) -> HookActiva
         scores = board_scores(codes, held, cfg, everything=False)
         return {"coverage": scores["coverage"], "board_f1": scores["reconstruction_f1"]}
 
+    def downstream(sae) -> dict[str, float]:
+        tokens = torch.cat([held.inputs, held.targets[:, -1:]], 1)[:SPLICE_SEQUENCES]  # each input's next move
+        return splice_scores(_splice(model, sae), sae, tokens, spec.hook, pad=PAD)
+
     train = _hook_acts(model, inputs, spec.hook)[inputs != PAD]
-    return HookActivations(train, _hook_acts(model, held.inputs, spec.hook), held.inputs != PAD, truth)
+    held_out = _hook_acts(model, held.inputs, spec.hook)
+    return HookActivations(train, held_out, held.inputs != PAD, truth, downstream)
 
 
 def _sha256(path: Path) -> str:
@@ -204,4 +234,11 @@ def _run_config(run: str, path: Path) -> tuple[str, dict]:
     return kind, config
 
 
-__all__ = ["DEFAULT_SEQUENCES", "MIN_EVAL_SEQUENCES", "HookActivations", "ModelHook", "model_hook"]
+__all__ = [
+    "DEFAULT_SEQUENCES",
+    "MIN_EVAL_SEQUENCES",
+    "SPLICE_SEQUENCES",
+    "HookActivations",
+    "ModelHook",
+    "model_hook",
+]

@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 # The metrics the text table shows first, in this order, when the sweep has them.
 HEADLINE_METRICS = ("l0", "fve", "mcc", "f1", "absorption", "dead")
 METRIC_LABELS = {"l0": "L0", "fve": "FVE", "mcc": "MCC", "f1": "F1", "mmcs_true_to_learned": "MMCS (true→learned)"}
-# The other metrics of a ground-truth source: in results.csv, not in the text table. Metrics outside both
-# sets (a trained model's hook has its own) are shown in the table after the headline ones.
+# The other metrics of a ground-truth source: in results.csv, not in the text table, as are per-hook metrics
+# (``name@hook``). Metrics outside both sets (a trained model's hook has its own) are shown in the table after
+# the headline ones.
 DETAIL_METRICS = frozenset(
     {
         "mse",
@@ -37,6 +38,18 @@ DETAIL_METRICS = frozenset(
         "gamma",
         "uniqueness",
         "final_coefficient",
+        # the splice's parts (analysis.metrics.splice); its scores (ce_loss_score, kl_div_score, ...) are shown
+        "ce_loss_without_sae",
+        "ce_loss_with_sae",
+        "ce_loss_with_ablation",
+        "ce_loss_with_mean_ablation",
+        "kl_div_with_ablation",
+        "kl_div_with_mean_ablation",
+        "n_positions",
+        "loss_without_sae",
+        "loss_with_sae",
+        "loss_with_ablation",
+        "loss_with_mean_ablation",
     }
 )
 
@@ -186,7 +199,7 @@ def format_table(summary: pd.DataFrame) -> str:
     fixed = [k for k in keys if summary[k].nunique(dropna=False) == 1]
     present = [m for m in summary.attrs["metrics"] if summary[f"{m}_mean"].notna().any()]
     shown = [m for m in HEADLINE_METRICS if m in present]
-    shown += [m for m in present if m not in HEADLINE_METRICS and m not in DETAIL_METRICS]
+    shown += [m for m in present if m not in HEADLINE_METRICS and m not in DETAIL_METRICS and "@" not in m]
     table = summary[varying].astype(object).where(summary[varying].notna(), "-")
     for m in shown:
         table[METRIC_LABELS.get(m, m)] = _cells(summary[f"{m}_mean"], summary[f"{m}_std"])

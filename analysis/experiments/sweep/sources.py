@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from analysis.metrics.recovery import score_sae
+from analysis.metrics.splice import toy_splice_scores
 from groundtruth import PRESETS, SparseFeatureConfig, SparseFeatureModel, preset
 from groundtruth.threads import torch_threads
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
@@ -69,7 +70,9 @@ class Built(Protocol):
 
 class KnownFeatures:
     """A source whose true directions and codes are known: scored by
-    :func:`analysis.metrics.recovery.score_sae` (every pinned metric) on a held-out set."""
+    :func:`analysis.metrics.recovery.score_sae` (every pinned metric) on a held-out set, and a toy model's
+    hidden layer also downstream, by the toy's own loss with the SAE spliced in
+    (:func:`analysis.metrics.splice.toy_splice_scores` on the held-out set's features)."""
 
     def __init__(self, source, n_eval: int) -> None:
         self.source = source
@@ -85,7 +88,11 @@ class KnownFeatures:
         """The pinned metrics, on one thread: the same bits whatever the worker's thread count."""
         held = self.held_out
         with torch_threads(1):
-            return score_sae(sae, held.x, held.codes.to_dense(), held.directions, parent=self.parent).to_dict()
+            scores = score_sae(sae, held.x, held.codes.to_dense(), held.directions, parent=self.parent).to_dict()
+            if isinstance(self.source, HiddenLayerSource):
+                toy = self.source.model.to(sae.W_dec.device)  # the toy model computes beside the SAE
+                scores |= toy_splice_scores(toy, sae, held.codes.to_dense())
+        return scores
 
 
 def source_spec(table: Mapping[str, Any]) -> SourceSpec:
