@@ -28,12 +28,20 @@ if TYPE_CHECKING:
 
 @dataclass
 class LossTerms:
-    """The pieces of one training loss, for logging; ``total`` is what gets minimised."""
+    """The pieces of one training loss; ``total`` is what gets minimised.
+
+    ``x_hat`` (the reconstruction, differentiable, as training computes it) and ``reconstruction`` (the
+    differentiable local reconstruction term inside ``total``) let another objective swap that term for its
+    own: ``total - reconstruction + ...`` is the architecture's sparsity (and auxiliary) terms plus the new
+    one (end-to-end SAEs, :mod:`toymodels.e2e`). A user's SAE that leaves them None trains locally only.
+    """
 
     total: torch.Tensor
     mse: torch.Tensor
     codes: torch.Tensor  # the batch's codes, detached, for firing statistics
     parts: dict[str, float] = field(default_factory=dict)
+    x_hat: torch.Tensor | None = None
+    reconstruction: torch.Tensor | None = None
 
 
 class SparseAutoencoder(nn.Module):

@@ -61,9 +61,12 @@ class GatedSAE(SparseAutoencoder):
     def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
         gate, mag = self._paths(x)
         codes = (gate > 0).to(mag.dtype) * F.relu(mag)
-        mse = mse_loss(x, self.decode(codes))
+        x_hat = self.decode(codes)
+        mse = mse_loss(x, x_hat)
         gate_acts = F.relu(gate)
         penalty = (gate_acts * self.W_dec.norm(dim=1)).sum(-1).mean()
         aux = mse_loss(x, gate_acts @ self.W_dec.detach() + self.b_dec.detach())
         total = mse + self.sparsity_coefficient() * warmup(progress) * penalty + aux
-        return LossTerms(total, mse, codes.detach(), {"sparsity": float(penalty.detach()), "aux": float(aux.detach())})
+        parts = {"sparsity": float(penalty.detach()), "aux": float(aux.detach())}
+        # The auxiliary loss stays under an end-to-end objective: it is what trains the gate past its step.
+        return LossTerms(total, mse, codes.detach(), parts, x_hat, mse)

@@ -107,10 +107,11 @@ class JumpReLUSAE(SparseAutoencoder):
                 self.threshold_set.fill_(True)
         threshold = self.threshold
         codes = _JumpReLU.apply(z, threshold, self.cfg.jump_bandwidth)
-        mse = mse_loss(x, self.decode(codes))
+        x_hat = self.decode(codes)
+        mse = mse_loss(x, x_hat)
         l0 = _Step.apply(z, threshold, self.cfg.jump_bandwidth).sum(-1).mean()
         total = mse + self.sparsity_coefficient() * min(1.0, progress / 0.05) * l0
-        return LossTerms(total, mse, codes.detach(), {"l0": float(l0.detach())})
+        return LossTerms(total, mse, codes.detach(), {"l0": float(l0.detach())}, x_hat, mse)
 
     @torch.no_grad()
     def after_optimizer_step(self, x: torch.Tensor, codes: torch.Tensor, optimizer, step: int) -> None:

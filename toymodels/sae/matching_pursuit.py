@@ -96,7 +96,7 @@ class MatchingPursuitSAE(SparseAutoencoder):
     def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
         codes, residual = self.pursue(x)
         mse = residual.pow(2).sum(-1).mean()  # x - decode(codes) is the pursuit's final residual
-        return LossTerms(mse, mse.detach(), codes.detach())
+        return LossTerms(mse, mse.detach(), codes.detach(), x_hat=x - residual, reconstruction=mse)
 
     def saelens_fields(self) -> dict:
         return {"max_iterations": self.cfg.k, "residual_threshold": self.cfg.residual_threshold,

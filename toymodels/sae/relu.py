@@ -47,10 +47,11 @@ class StandardSAE(SparseAutoencoder):
 
     def training_loss(self, x: torch.Tensor, progress: float) -> LossTerms:
         codes = self.encode(x)
-        mse = mse_loss(x, self.decode(codes))
+        x_hat = self.decode(codes)
+        mse = mse_loss(x, x_hat)
         penalty = self.penalty(codes, progress)
         total = mse + self.sparsity_coefficient() * warmup(progress) * penalty
-        return LossTerms(total, mse, codes.detach(), {"sparsity": float(penalty.detach())})
+        return LossTerms(total, mse, codes.detach(), {"sparsity": float(penalty.detach())}, x_hat, mse)
 
     @torch.no_grad()
     def after_optimizer_step(self, x: torch.Tensor, codes: torch.Tensor, optimizer, step: int) -> None:

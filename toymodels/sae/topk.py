@@ -124,7 +124,8 @@ class TopKSAE(SparseAutoencoder):
             rows, cols = self.select(pre)
         vals = F.relu(pre[rows, cols])
         x_hat, losses = self.reconstruct(x, rows, cols, vals)
-        mse, total = losses[-1], torch.stack(losses).mean()
+        mse, reconstruction = losses[-1], torch.stack(losses).mean()
+        total = reconstruction
         codes = torch.zeros(pre.shape, device=x.device)
         codes[rows, cols] = vals.detach()
         parts = {}
@@ -133,7 +134,8 @@ class TopKSAE(SparseAutoencoder):
             if aux is not None:
                 total = total + self.cfg.aux_coefficient * aux
                 parts["aux"] = float(aux.detach())
-        return LossTerms(total, mse.detach(), codes, parts)
+        # AuxK stays under an end-to-end objective: it only revives dead latents, from the residual.
+        return LossTerms(total, mse.detach(), codes, parts, x_hat, reconstruction)
 
     def reconstruct(
         self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor

@@ -20,10 +20,13 @@ class Trainer:
         self.sae, self.train = sae, train
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.betas)
 
-    def step(self, x: torch.Tensor, step: int) -> LossTerms:
-        """Train on batch ``x`` as step ``step`` (0-based) of ``train.steps``; returns the loss terms."""
+    def step(self, x: torch.Tensor, step: int, loss: Callable[[LossTerms], LossTerms] | None = None) -> LossTerms:
+        """Train on batch ``x`` as step ``step`` (0-based) of ``train.steps``; returns the loss terms.
+        ``loss`` maps the SAE's own loss terms to the ones minimised (an end-to-end objective's)."""
         self.sae.training_progress = step / self.train.steps  # the L0 controller's annealed goal reads it
         terms = self.sae.training_loss(x, step / self.train.steps)
+        if loss is not None:
+            terms = loss(terms)
         gradient_step(self.optimizer, terms.total, self.train, step, self.sae.before_optimizer_step)
         self.sae.after_optimizer_step(x, terms.codes, self.optimizer, step + 1)
         return terms
@@ -37,14 +40,19 @@ def train_sae(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
+    objective=None,
 ) -> TrainResult:
     """Train ``sae`` in place on ``train.steps`` batches drawn from ``batches``.
 
     ``batches`` yields ``[n, d_in]`` tensors (or objects with an ``x`` attribute, such as
     :class:`groundtruth.ActivationBatch`). With ``checkpoint_dir`` set, a checkpoint is written every
     ``train.checkpoint_every`` steps and at the end, and an existing checkpoint is resumed from.
+    With ``objective`` (a :class:`toymodels.e2e.Objective`), batches are what its model takes (tokens for a
+    transformer) and the SAE trains on that objective at the objective's hook.
     """
-    (result,) = train_saes([sae], batches, train, checkpoint_dirs=[checkpoint_dir], progress=progress, device=device)
+    (result,) = train_saes(
+        [sae], batches, train, checkpoint_dirs=[checkpoint_dir], progress=progress, device=device, objective=objective
+    )
     return result  # without isolate an error propagates, so this is a TrainResult
 
 
@@ -57,12 +65,14 @@ def train_saes(
     progress: bool = True,
     device: str | torch.device | None = None,
     isolate: bool = False,
+    objective=None,
 ) -> list[TrainResult | BaseException]:
     """Train several SAEs in place on one stream: each batch is drawn (and moved to the device) once and
     every SAE takes its step on it, as if each had been trained alone on the same batches.
 
     ``checkpoint_dirs`` gives each SAE its own checkpoint folder (or None). With ``isolate``, an SAE whose
-    training raises is dropped, its exception takes its place in the results, and the others go on.
+    training raises is dropped, its exception takes its place in the results, and the others go on. With
+    ``objective`` (:func:`train_sae`), the clean run of each batch through the model is shared by every SAE.
     """
     if checkpoint_dirs is None:
         checkpoint_dirs = [None] * len(saes)
@@ -76,16 +86,24 @@ def train_saes(
             last[:] = [batch, x.to(target)]
         return last[1]
 
+    def clean_run(batch):
+        if last[0] is not batch:
+            last[:] = [batch, objective.clean(batch)]
+        return last[1]
+
     learners = []
     for sae, folder in zip(saes, checkpoint_dirs, strict=True):
-        target = torch.device(device) if device is not None else sae.device
+        target = torch.device(device) if device is not None else (objective or sae).device
         sae.to(target)
         trainer = Trainer(sae, train)
 
         def step_fn(batch, step: int, trainer=trainer, target=target) -> tuple[int, Callable[[], dict]]:
-            x = on_device(batch, target)
-            terms = trainer.step(x, step)
-            return x.shape[0], lambda: {
+            if objective is None:
+                x = on_device(batch, target)
+                samples, terms = x.shape[0], trainer.step(x, step)
+            else:
+                samples, terms = objective.step(trainer, clean_run(batch), step)
+            return samples, lambda: {
                 "loss": float(terms.total.detach()),
                 "mse": float(terms.mse.detach()),
                 "l0": float((terms.codes > 0).sum(-1).float().mean()),
