@@ -132,6 +132,18 @@ class Objective:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def identity(self) -> dict:
+        """What a run under this objective is, beyond the SAE's and the train config: recorded in its checkpoints,
+        so a checkpoint of another objective, hook or model configuration is refused instead of resumed."""
+        model_cfg = self.model.config if isinstance(self.model, ToyModel) else self.model.cfg
+        return {
+            "objective": self.objective,
+            "hook": self.hook,
+            "model": {"kind": type(self.model).__name__, **model_cfg.to_dict()},
+            "output_coefficient": self.output_coefficient,
+            "downstream_coefficient": self.downstream_coefficient,
+        }
+
     @torch.no_grad()
     def clean(self, batch) -> CleanRun:
         """Run ``batch`` through the unmodified model (on its device)."""

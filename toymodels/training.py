@@ -108,13 +108,15 @@ def gradient_step(
 
 @dataclass
 class Learner:
-    """One model in a training loop: its optimiser, its step ``step(batch, step) -> (samples, record)``
-    and the folder its checkpoints go to (None: no checkpoints)."""
+    """One model in a training loop: its optimiser, its step ``step(batch, step) -> (samples, record)``,
+    the folder its checkpoints go to (None: no checkpoints) and what else identifies its run beyond the
+    module's and the train config (an end-to-end objective), recorded in its checkpoints and checked on resume."""
 
     module: torch.nn.Module
     optimizer: torch.optim.Optimizer
     step: Callable[[object, int], tuple[int, Callable[[], dict]]]
     checkpoint_dir: str | Path | None = None
+    identity: dict | None = None
 
 
 def fit(
@@ -214,7 +216,7 @@ class _LearnerState:
             recover_dir(folder / "latest")
             if (folder / "latest").exists():
                 device = next(learner.module.parameters()).device
-                step, history = load_checkpoint(folder / "latest", learner.module, learner.optimizer, train, device)
+                step, history = load_checkpoint(folder / "latest", learner, train, device)
                 logger.info("resuming from %s at step %d", folder / "latest", step)
         if train.snapshot_every:
             if folder is None:
@@ -238,22 +240,20 @@ class _LearnerState:
             or checkpoint_due
             or self.step == train.steps
         ):
-            save_checkpoint(
-                folder / "latest", self.learner.module, self.learner.optimizer, train, self.step, self.history
-            )
+            save_checkpoint(folder / "latest", self.learner, train, self.step, self.history)
         if train.snapshot_every and (self.step % train.snapshot_every == 0 or self.step == train.steps):
             save_snapshot(folder, self.learner.module, self.step)
 
 
-def save_checkpoint(
-    path: Path, sae: torch.nn.Module, optimizer, train: TrainConfig, step: int, history: list[dict]
-) -> None:
+def save_checkpoint(path: Path, learner: Learner, train: TrainConfig, step: int, history: list[dict]) -> None:
     """Write module state, optimiser state and progress into a fresh folder, then swap it in."""
     with atomic_dir(path) as tmp:
-        state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in learner.module.state_dict().items()}
         save_file(state, tmp / "module.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        meta = {"step": step, "config": sae.cfg.to_dict(), "train": train.identity(), "history": history}
+        torch.save(learner.optimizer.state_dict(), tmp / "optimizer.pt")
+        meta = {"step": step, "config": learner.module.cfg.to_dict(), "train": train.identity(), "history": history}
+        if learner.identity is not None:
+            meta["identity"] = learner.identity
         (tmp / "trainer.json").write_text(json.dumps(meta))
 
 
@@ -272,7 +272,8 @@ def snapshots(checkpoint_dir: str | Path) -> list[tuple[int, Path]]:
     return [(int(p.parent.name.removeprefix("step-")), p) for p in found]
 
 
-def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, train: TrainConfig, device) -> tuple[int, list[dict]]:
+def load_checkpoint(path: Path, learner: Learner, train: TrainConfig, device) -> tuple[int, list[dict]]:
+    sae, optimizer = learner.module, learner.optimizer
     meta = json.loads((path / "trainer.json").read_text())
     # Compared as configs, so a checkpoint written before a field was added (at its default) still resumes.
     if type(sae.cfg).from_dict(meta["config"]) != sae.cfg:
@@ -281,6 +282,11 @@ def load_checkpoint(path: Path, sae: torch.nn.Module, optimizer, train: TrainCon
         raise ValueError(
             f"checkpoint at {str(path)!r} was written for a different train config: "
             f"{meta.get('train', 'none recorded (written before gradient clipping)')}"
+        )
+    if meta.get("identity") != learner.identity:
+        raise ValueError(
+            f"checkpoint at {str(path)!r} was written for a different run: {meta.get('identity')}, "
+            f"not {learner.identity}"
         )
     sae.load_state_dict({k: v.to(device) for k, v in load_file(path / "module.safetensors").items()})
     # Read onto the CPU: load_state_dict moves the moments to their parameters' device and keeps Adam's step

@@ -3,6 +3,7 @@ downstream positions, validation, and short training runs that lower the output 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -274,3 +275,20 @@ def test_e2e_training_resumes_from_its_checkpoint_to_identical_weights(tmp_path)
     train_sae(resumed, token_stream(5), train, checkpoint_dir=tmp_path, progress=False, objective=objective)
     for name, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), name
+
+
+def test_a_checkpoint_of_another_objective_is_refused_not_resumed(tmp_path):
+    """The objective is part of a run's identity: a local run's checkpoint does not become an e2e run's."""
+    model = HookedTransformer(TransformerConfig(n_layers=2, d_model=8, n_ctx=4, d_vocab=5, d_mlp=16, seed=0))
+    hook = "blocks.0.hook_resid_post"
+    tokens = torch.randint(0, 5, (8, 4), generator=torch.Generator().manual_seed(0))
+    train = TrainConfig(steps=2, lr=1e-3)
+    cfg = SAEConfig("topk", 8, 16, k=2, seed=0)
+    train_sae(make_sae(cfg), itertools.repeat(tokens), train, checkpoint_dir=tmp_path, progress=False,
+              objective=Objective(model, hook, "local"))  # fmt: skip
+    with pytest.raises(ValueError, match="written for a different run.*'objective': 'local'"):
+        train_sae(make_sae(cfg), itertools.repeat(tokens), train, checkpoint_dir=tmp_path, progress=False,
+                  objective=Objective(model, hook, "e2e"))  # fmt: skip
+    resumed = train_sae(make_sae(cfg), itertools.repeat(tokens), train, checkpoint_dir=tmp_path, progress=False,
+                        objective=Objective(model, hook, "local"))  # fmt: skip
+    assert resumed.steps == 2

@@ -359,14 +359,20 @@ def test_replacing_an_activation_changes_the_logits_as_in_transformer_lens(trans
 
 @settings(max_examples=10, deadline=None)
 @given(cfg=small_configs(), seed=seeds(), data=st.data())
-def test_hooks_that_return_nothing_or_the_same_value_leave_the_logits_bit_identical(cfg, seed, data):
+def test_hooks_that_return_nothing_or_the_same_value_leave_the_logits_unchanged(cfg, seed, data):
+    """Bit for bit, except that a hook on an attention pattern makes the pattern explicit (the forward pass
+    otherwise uses fused attention), which rounds differently."""
     model = perturbed(cfg, seed % 1000, scale=0.3)
     names = data.draw(st.lists(st.sampled_from(model.hook_names), min_size=1, max_size=4), label="hooks")
     tokens = torch.randint(0, cfg.d_vocab, (2, cfg.n_ctx), generator=torch.Generator().manual_seed(seed))
     fns = [lambda value, hook: None, lambda value, hook: value]
     hooks = [(name, fns[i % 2]) for i, name in enumerate(names)]
     with torch.no_grad():
-        assert torch.equal(model.run_with_hooks(tokens, fwd_hooks=hooks), model(tokens))
+        hooked, clean = model.run_with_hooks(tokens, fwd_hooks=hooks), model(tokens)
+    if any(name.endswith("hook_pattern") for name in names):
+        torch.testing.assert_close(hooked, clean, atol=1e-6, rtol=1e-6)
+    else:
+        assert torch.equal(hooked, clean)
 
 
 def test_functions_at_one_hook_run_in_order_each_seeing_the_last_ones_value():

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from toymodels.sae.base import LossTerms, SparseAutoencoder
 from toymodels.training import Learner, TrainConfig, TrainResult, fit_together, gradient_step
+
+if TYPE_CHECKING:
+    from toymodels.e2e import Objective
 
 
 class Trainer:
@@ -40,7 +44,7 @@ def train_sae(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
-    objective=None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train ``sae`` in place on ``train.steps`` batches drawn from ``batches``.
 
@@ -65,7 +69,7 @@ def train_saes(
     progress: bool = True,
     device: str | torch.device | None = None,
     isolate: bool = False,
-    objective=None,
+    objective: Objective | None = None,
 ) -> list[TrainResult | BaseException]:
     """Train several SAEs in place on one stream: each batch is drawn (and moved to the device) once and
     every SAE takes its step on it, as if each had been trained alone on the same batches.
@@ -110,7 +114,8 @@ def train_saes(
                 **terms.parts,
             }
 
-        learners.append(Learner(sae, trainer.optimizer, step_fn, folder))
+        identity = None if objective is None else objective.identity()
+        learners.append(Learner(sae, trainer.optimizer, step_fn, folder, identity))
     desc = f"{saes[0].architecture} SAE" if len(saes) == 1 else f"{len(saes)} SAEs"
     return fit_together(learners, batches, train, progress, desc, isolate=isolate)
 
