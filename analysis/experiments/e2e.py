@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from analysis.metrics.beliefs import belief_data, belief_regression, expected_loss
-from analysis.metrics.recovery import mcc
+from analysis.metrics.recovery import fve, mcc
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int
 from groundtruth.config import Config
@@ -136,7 +136,7 @@ def _score_mess3(cfg: E2EConfig, model, hmm, trained) -> list[dict]:
                 **_code_stats(codes.reshape(-1, cfg.d_sae)),
                 "output": float(output_kl(clean, logits)),  # KL(clean ‖ spliced), nats per token
                 "ce_increase": expected_loss(logits, hmm, data) - clean_ce,
-                "fve": _fve(x, x_hat),
+                "fve": fve(x, x_hat),
                 "belief_r2": belief_regression(codes, data.beliefs, seed=cfg.seed).r2,
                 "belief_r2_activations": raw_r2,
             }
@@ -166,16 +166,11 @@ def _score_toy(cfg: E2EConfig, toy, source, trained) -> list[dict]:
                 "coefficient": c,
                 **_code_stats(codes),
                 "output": float((toy.output(x_hat) - out).pow(2).sum(-1).mean()),  # the outputs' squared error
-                "fve": _fve(held.x, x_hat),
+                "fve": fve(held.x, x_hat),
                 "mcc": mcc(held.directions, sae.W_dec.detach()),
             }
         )
     return rows
-
-
-def _fve(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Fraction of the variance of ``x`` that ``x_hat`` explains (the local reconstruction, for reference)."""
-    return 1.0 - float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
 
 def matched(rows: Sequence[dict], levels: int = 3) -> list[dict]:
