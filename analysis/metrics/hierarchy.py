@@ -191,16 +191,29 @@ class AbsorptionGapResult:
 
 
 class _GapStats:
-    """Streams the four counts per edge over chunks of rows: O(chunk × edges) scratch."""
+    """Streams the counts behind every edge's gap over chunks of rows.
+
+    Per parent (a column gather of [chunk, parents]): how often it is on, and on with its latent firing.  Per
+    edge, from the index list of the true features on (O(non-zeros)): how often parent and child are on
+    together, and with the parent's latent firing.  The child-off counts are the differences.
+    """
 
     def __init__(self, cos: torch.Tensor, parent: torch.Tensor, chunk_size: int | None = None) -> None:
         dev = cos.device
-        self.parent, self.child = _edges(parent.to(dev))
-        self.latent = cos.argmax(dim=1)[self.parent]
-        self.step = _chunk_rows(max(self.child.numel(), 1), chunk_size)
+        parent = parent.to(dev)
+        self.parent, self.child = _edges(parent)
+        self.parents = torch.unique(self.parent)  # [P]
+        j = cos.argmax(dim=1)  # each feature's latent, by signed cosine
+        self.latent = j[self.parent]
+        self.parent_latent = j[self.parents]
+        self.slot = torch.full((parent.numel(),), -1, dtype=torch.int64, device=dev)
+        self.slot[self.parents] = torch.arange(self.parents.numel(), device=dev)
+        self.edge_of = torch.full((parent.numel(),), -1, dtype=torch.int64, device=dev)  # a child's edge
+        self.edge_of[self.child] = torch.arange(self.child.numel(), device=dev)
+        self.step = _chunk_rows(max(parent.numel(), 1), chunk_size)
         zeros = {"dtype": torch.int64, "device": dev}
-        self.n_without = torch.zeros(self.child.numel(), **zeros)
-        self.fired_without = torch.zeros(self.child.numel(), **zeros)
+        self.n_on = torch.zeros(self.parents.numel(), **zeros)
+        self.fired_on = torch.zeros(self.parents.numel(), **zeros)
         self.n_with = torch.zeros(self.child.numel(), **zeros)
         self.fired_with = torch.zeros(self.child.numel(), **zeros)
 
@@ -208,18 +221,24 @@ class _GapStats:
         dev = self.parent.device
         for i in range(0, codes.shape[0], self.step):
             c = codes[i : i + self.step].to(dev)
-            t = true_codes[i : i + self.step].to(dev)
-            on = t[:, self.parent] > 0
-            child_on = t[:, self.child] > 0
-            fires = c[:, self.latent] != 0
-            without, with_ = on & ~child_on, on & child_on
-            self.n_without += without.sum(0)
-            self.fired_without += (without & fires).sum(0)
-            self.n_with += with_.sum(0)
-            self.fired_with += (with_ & fires).sum(0)
+            on = true_codes[i : i + self.step].to(dev) > 0
+            fires = c[:, self.parent_latent] != 0
+            parent_on = on[:, self.parents]
+            self.n_on += parent_on.sum(0)
+            self.fired_on += (parent_on & fires).sum(0)
+            r, f = on.nonzero(as_tuple=True)
+            e = self.edge_of[f]
+            r, e = r[e >= 0], e[e >= 0]  # (sample, edge) where the child is on
+            both = on[r, self.parent[e]]
+            r, e = r[both], e[both]
+            self.n_with += torch.bincount(e, minlength=self.child.numel())
+            fired = fires[r, self.slot[self.parent[e]]]
+            self.fired_with += torch.bincount(e[fired], minlength=self.child.numel())
 
     def result(self, min_samples: int) -> AbsorptionGapResult:
-        n_wo, f_wo, n_w, f_w = (t.cpu() for t in (self.n_without, self.fired_without, self.n_with, self.fired_with))
+        slot = self.slot[self.parent]
+        n_wo, f_wo = self.n_on[slot] - self.n_with, self.fired_on[slot] - self.fired_with
+        n_wo, f_wo, n_w, f_w = (t.cpu() for t in (n_wo, f_wo, self.n_with, self.fired_with))
         nan = torch.tensor(math.nan, dtype=torch.float64)
         r_wo = torch.where(n_wo > 0, f_wo.double() / n_wo.clamp_min(1), nan)
         r_w = torch.where(n_w > 0, f_w.double() / n_w.clamp_min(1), nan)
@@ -269,7 +288,7 @@ def absorption_gap(
     child (as a hedged latent can).  A recall is NaN when its condition never occurs, a gap when either is
     NaN.  ``score`` is the unweighted mean gap over edges with at least ``min_samples`` samples in both
     conditions (:data:`DEFAULT_GAP_MIN_SAMPLES`); ``n_scored`` says how many.  Streamed over ``chunk_size``
-    rows (by default a chunk holds ~4M entries per edge column).
+    rows (by default ~4M true codes a chunk); the work is O(n × parents) plus O(non-zero true codes).
     """
     true_dirs, W_dec = _check_dicts(true_dirs, W_dec)
     codes, true_codes = _check_codes(codes, true_codes, true_dirs, W_dec)
