@@ -98,14 +98,16 @@ def _unit_rows64(t: torch.Tensor) -> torch.Tensor:
 
 
 def _hedging(cos: torch.Tensor, true_dirs: torch.Tensor, W_dec: torch.Tensor, parent: torch.Tensor) -> HedgingResult:
+    # The matching runs where cos is; the rest (O(parents × children × d)) in float64 on the CPU, which every
+    # backend can hand its tensors to (MPS has no float64).
     n_features = cos.shape[0]
-    dev = cos.device
+    dev = torch.device("cpu")
+    match, best = _latent_match(cos).to(dev), cos.argmax(dim=1).to(dev)
     true_dirs, W_dec, parent = true_dirs.to(dev), W_dec.to(dev), parent.to(dev)
     edge_parent, edge_child = _edges(parent)
-    match = _latent_match(cos)  # [m]
     has_child = torch.zeros(n_features, dtype=torch.bool, device=dev)
     has_child[edge_parent] = True
-    j_g = torch.where(has_child, cos.argmax(dim=1), -1)
+    j_g = torch.where(has_child, best, -1)
     tracked = has_child & (match[j_g.clamp_min(0)] == torch.arange(n_features, device=dev))
     child_tracked = torch.zeros(n_features, dtype=torch.bool, device=dev)
     child_tracked[match] = True
@@ -144,13 +146,13 @@ def _hedging(cos: torch.Tensor, true_dirs: torch.Tensor, W_dec: torch.Tensor, pa
     score = float(per_parent[ok].mean()) if bool(ok.any()) else math.nan
     return HedgingResult(
         score=score,
-        per_parent=per_parent.cpu(),
-        tracked=tracked.cpu(),
-        parent_latent=j_g.cpu(),
-        parent=edge_parent.cpu(),
-        child=edge_child.cpu(),
-        per_edge=per_edge.cpu(),
-        child_tracked=child_tracked[edge_child].cpu(),
+        per_parent=per_parent,
+        tracked=tracked,
+        parent_latent=j_g,
+        parent=edge_parent,
+        child=edge_child,
+        per_edge=per_edge,
+        child_tracked=child_tracked[edge_child],
     )
 
 
