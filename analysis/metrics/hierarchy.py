@@ -15,15 +15,25 @@ from typing import Any
 
 import torch
 
-from analysis.metrics._inputs import _check_codes, _check_dicts, _check_parent, _chunk_rows, _cos, _latent_match
-from groundtruth.checks import check_int
+from analysis.metrics._inputs import (
+    _check_codes,
+    _check_dicts,
+    _check_nonempty_rows,
+    _check_parent,
+    _chunk_rows,
+    _cos,
+    _latent_match,
+)
+from groundtruth.checks import check_int, check_tensor
 
 __all__ = [
     "DEFAULT_GAP_MIN_SAMPLES",
     "AbsorptionGapResult",
+    "HedgingDegreeResult",
     "HedgingResult",
     "absorption_gap",
     "hedging",
+    "hedging_degree",
 ]
 
 DEFAULT_GAP_MIN_SAMPLES = 20
@@ -154,6 +164,62 @@ def _hedging(cos: torch.Tensor, true_dirs: torch.Tensor, W_dec: torch.Tensor, pa
         per_edge=per_edge,
         child_tracked=child_tracked[edge_child],
     )
+
+
+@dataclass(frozen=True)
+class HedgingDegreeResult:
+    """Result of :func:`hedging_degree`."""
+
+    score: float
+    """max(0, (in_new_span − baseline) / (1 − baseline)): 0 no more than chance, 1 every change in the new span."""
+    in_new_span: float
+    """Mean norm of the original latents' (unit) decoder changes projected on the new latents' span."""
+    baseline: float
+    """The same for a uniformly random subspace of that dimension (its expectation, in closed form)."""
+    mean_change: float
+    """Mean norm of the changes themselves."""
+
+
+def _random_projection_norm(k: int, d: int) -> float:
+    """E‖P v‖ for a unit v and a uniformly random k-dimensional subspace of R^d: ‖P v‖² ~ Beta(k/2, (d−k)/2),
+    so E‖P v‖ = Γ((k+1)/2) Γ(d/2) / (Γ(k/2) Γ((d+1)/2))."""
+    return math.exp(math.lgamma((k + 1) / 2) + math.lgamma(d / 2) - math.lgamma(k / 2) - math.lgamma((d + 1) / 2))
+
+
+def hedging_degree(W_dec_control: torch.Tensor, W_dec_extended: torch.Tensor) -> HedgingDegreeResult:
+    """The hedging degree of an SAE without ground truth (Chanin, Dulka & Garriga-Alonso 2025, arXiv:2505.11756,
+    as their code computes it): train an SAE (``W_dec_control`` [N, d]), add K latents and train on
+    (``W_dec_extended`` [N + K, d], its first N rows the same latents), and ask how much of the change in the
+    original latents lies in the span of the new ones.
+
+    Why: a latent that hedged towards features the SAE could not fit sheds those components once new latents
+    take the features, so its decoder moves into the new latents' span; drift from further training moves it
+    in no particular direction.  Rows are normalised first (the authors fold decoder norms into the encoder).
+    The chance level is the expected projection on a uniformly random K-dimensional subspace, here in closed
+    form (the authors average 50 Gaussian draws).  For SAEs on sources with known features, :func:`hedging`
+    reads hedging off one decoder instead.  ``score`` is NaN when the baseline reaches 1 (changes of norm ~1 or
+    more, where the normalisation breaks down).
+    """
+    W_c = check_tensor("W_dec_control", W_dec_control, 2).detach()
+    W_e = check_tensor("W_dec_extended", W_dec_extended, 2).detach()
+    _check_nonempty_rows("W_dec_control", W_c)
+    n, d = W_c.shape
+    if W_e.shape[1] != d or W_e.shape[0] <= n:
+        raise ValueError(
+            f"W_dec_extended has shape {tuple(W_e.shape)} but W_dec_control has shape {tuple(W_c.shape)}; the "
+            "extended SAE needs the same d and more latents (its first N rows are the control's latents)"
+        )
+    W_c = _unit_rows64(W_c.cpu())
+    W_e = _unit_rows64(W_e.cpu())
+    delta = W_e[:n] - W_c
+    new = W_e[n:]
+    U, S, _ = torch.linalg.svd(new.T, full_matrices=False)  # an orthonormal basis of the new rows' span
+    basis = U[:, S / S.max().clamp_min(1e-300) > 1e-9]  # rank-deficient (or zero) new rows: a smaller span
+    in_span = float((delta @ basis).norm(dim=1).mean())
+    mean_change = float(delta.norm(dim=1).mean())
+    baseline = _random_projection_norm(basis.shape[1], d) * mean_change if basis.shape[1] else 0.0
+    score = max(0.0, (in_span - baseline) / (1.0 - baseline)) if baseline < 1.0 else math.nan
+    return HedgingDegreeResult(score=score, in_new_span=in_span, baseline=baseline, mean_change=mean_change)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from analysis.metrics.hierarchy import DEFAULT_GAP_MIN_SAMPLES, absorption_gap, hedging
+from analysis.metrics.hierarchy import DEFAULT_GAP_MIN_SAMPLES, absorption_gap, hedging, hedging_degree
 from analysis.metrics.recovery import score_sae
 from groundtruth import SparseFeatureModel
 from groundtruth import strategies as gts
@@ -206,6 +206,42 @@ def test_no_edges():
     assert math.isnan(hedging(f, f, parent).score)
 
 
+def test_hedging_degree_hand():
+    # One latent e0 moves to (e0 + e1/2)/|.| when a new latent e1 arrives, in 4 dimensions: the change
+    # (-0.106, 0.447, 0, 0) has 0.447 in the new span; a random line would catch E|P v| = Γ(1)Γ(2)/(Γ(1/2)Γ(5/2))
+    # of its norm.
+    e = torch.eye(4)
+    moved = e[0] + 0.5 * e[1]
+    res = hedging_degree(e[:1], torch.stack([moved, e[1]]))
+    change = moved / moved.norm() - e[0]
+    c = math.gamma(1) * math.gamma(2) / (math.gamma(0.5) * math.gamma(2.5))
+    assert res.in_new_span == pytest.approx(0.5 / math.sqrt(1.25))
+    assert res.mean_change == pytest.approx(float(change.norm()))
+    assert res.baseline == pytest.approx(c * float(change.norm()))
+    assert res.score == pytest.approx((res.in_new_span - res.baseline) / (1 - res.baseline))
+    unchanged = hedging_degree(e[:2], torch.stack([e[0], 3 * e[1], e[2]]))  # row norms do not matter
+    assert unchanged.score == 0.0 and unchanged.in_new_span == 0.0 and unchanged.baseline == 0.0
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=gts.seeds(), n=st.integers(1, 4), k=st.integers(1, 3), d=st.integers(5, 8))
+def test_hedging_degree_baseline_is_the_random_subspace_mean(seed, n, k, d):
+    """The closed-form chance level against the authors' procedure: Gaussian stand-ins for the new latents."""
+    rng = np.random.default_rng(seed)
+    control = rng.normal(size=(n, d))
+    extended = np.concatenate([control + 0.3 * rng.normal(size=(n, d)), rng.normal(size=(k, d))])
+    res = hedging_degree(torch.tensor(control), torch.tensor(extended))
+    unit = extended[:n] / np.linalg.norm(extended[:n], axis=1, keepdims=True)
+    delta = unit - control / np.linalg.norm(control, axis=1, keepdims=True)
+    draws = []
+    for _ in range(10000):
+        q, _ = np.linalg.qr(rng.normal(size=(d, k)))
+        draws.append(np.linalg.norm(delta @ q, axis=1).mean())
+    assert res.baseline == pytest.approx(np.mean(draws), rel=0.03)
+    q, _ = np.linalg.qr(extended[n:].T)
+    assert res.in_new_span == pytest.approx(np.linalg.norm(delta @ q, axis=1).mean())
+
+
 # ---------------------------------------------------------------------------------------------
 # against plain loops on drawn hierarchies
 # ---------------------------------------------------------------------------------------------
@@ -301,6 +337,9 @@ class _Identity:
         (lambda: hedging(_E, _E, torch.tensor([-1, 1, 0])), r"parent\[1\] = 1"),
         (lambda: hedging(_E, torch.full((3, 3), math.nan), _P), "W_dec"),
         (lambda: hedging(_E, _E[:, :2], _P), "W_dec"),
+        (lambda: hedging_degree(_E, _E[:2]), "W_dec_extended"),
+        (lambda: hedging_degree(_E[:, :0].T, _E), "W_dec_control"),
+        (lambda: hedging_degree(_E, torch.full((4, 3), math.nan)), "W_dec_extended"),
         (lambda: score_sae(_Identity(), _E, _E, _E, parent=_P, gap_min_samples=0), "gap_min_samples"),
     ],
 )
