@@ -4,7 +4,8 @@ absorption gap, for sources whose features form a forest (``parent[c]`` is c's p
 Conventions are recovery's: a latent fires when its code is ``!= 0``, a true feature when its code is
 ``> 0``; "g's latent" j_g is argmax_j cos(f_g, W_dec[j]) (signed cosine, as :func:`absorption` chooses
 it); a latent's best-matching feature is argmax_g |cos| (SAELens).  An edge is a pair (parent[c], c);
-edges are listed in increasing child index.
+edges are listed in increasing child index.  :func:`hedging_degree` is the hedging paper's own measure for
+SAEs without ground truth (two decoders, no hierarchy).
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ def hedging_degree(W_dec_control: torch.Tensor, W_dec_extended: torch.Tensor) ->
     The chance level is the expected projection on a uniformly random K-dimensional subspace, here in closed
     form (the authors average 50 Gaussian draws).  For SAEs on sources with known features, :func:`hedging`
     reads hedging off one decoder instead.  ``score`` is NaN when the baseline reaches 1 (changes of norm ~1 or
-    more, where the normalisation breaks down).
+    more, where the normalisation breaks down), and 0 when the new latents span all d dimensions (K ≥ d): keep
+    K well below d.
     """
     W_c = check_tensor("W_dec_control", W_dec_control, 2).detach()
     W_e = check_tensor("W_dec_extended", W_dec_extended, 2).detach()

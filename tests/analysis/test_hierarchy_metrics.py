@@ -219,6 +219,8 @@ def test_hedging_degree_hand():
     assert res.mean_change == pytest.approx(float(change.norm()))
     assert res.baseline == pytest.approx(c * float(change.norm()))
     assert res.score == pytest.approx((res.in_new_span - res.baseline) / (1 - res.baseline))
+    everything = hedging_degree(e[:1], torch.cat([moved[None], e]))  # new latents spanning R^4: nothing to tell
+    assert everything.in_new_span == pytest.approx(everything.mean_change) and everything.score == pytest.approx(0)
     unchanged = hedging_degree(e[:2], torch.stack([e[0], 3 * e[1], e[2]]))  # row norms do not matter
     assert unchanged.score == 0.0 and unchanged.in_new_span == 0.0 and unchanged.baseline == 0.0
 
