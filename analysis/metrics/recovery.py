@@ -33,6 +33,16 @@ from typing import Any, Literal
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from analysis.metrics._inputs import (
+    _check_codes,
+    _check_dicts,
+    _check_nonempty_rows,
+    _check_parent,
+    _chunk_rows,
+    _cos,
+    _latent_match,
+)
+from analysis.metrics.hierarchy import DEFAULT_GAP_MIN_SAMPLES, _check_min_samples, _GapStats, _hedging
 from groundtruth.checks import check_tensor
 
 __all__ = [
@@ -69,10 +79,6 @@ partial absorption.  The 0.1 sometimes used is within 2 sigma of chance at d = 2
 low-dimensional toys (d < ~200) pass a larger threshold.
 """
 
-# Rows per chunk are chosen so a chunk holds ~4M entries (4 MB as a bool mask; index lists of
-# its non-zeros stay well under 100 MB even for dense codes).
-_CHUNK_ELEMENTS = 1 << 22
-
 
 # --------------------------------------------------------------------------------------------
 # input validation
@@ -84,78 +90,6 @@ def _check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor
         raise ValueError(
             f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; they must match"
         )
-
-
-def _check_nonempty_rows(name: str, t: torch.Tensor) -> None:
-    if t.shape[0] == 0:
-        raise ValueError(f"{name} must have at least one row, got shape {tuple(t.shape)}")
-
-
-def _check_dicts(true_dirs: Any, W_dec: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    true_dirs = check_tensor("true_dirs", true_dirs, 2)
-    W_dec = check_tensor("W_dec", W_dec, 2)
-    _check_nonempty_rows("true_dirs", true_dirs)
-    _check_nonempty_rows("W_dec", W_dec)
-    if true_dirs.shape[1] != W_dec.shape[1]:
-        raise ValueError(
-            f"true_dirs has shape {tuple(true_dirs.shape)} ([F, d]) but W_dec has shape "
-            f"{tuple(W_dec.shape)} ([m, d]); the last dimensions (d) must match"
-        )
-    return true_dirs.detach(), W_dec.detach()
-
-
-def _check_codes(
-    codes: Any, true_codes: Any, true_dirs: torch.Tensor, W_dec: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    codes = check_tensor("codes", codes, 2)
-    true_codes = check_tensor("true_codes", true_codes, 2)
-    if codes.shape[0] != true_codes.shape[0]:
-        raise ValueError(
-            f"codes has shape {tuple(codes.shape)} but true_codes has shape "
-            f"{tuple(true_codes.shape)}; the number of samples (dim 0) must match"
-        )
-    if codes.shape[1] != W_dec.shape[0]:
-        raise ValueError(
-            f"codes has shape {tuple(codes.shape)} ([n, m]) but W_dec has shape "
-            f"{tuple(W_dec.shape)} ([m, d]); m must match"
-        )
-    if true_codes.shape[1] != true_dirs.shape[0]:
-        raise ValueError(
-            f"true_codes has shape {tuple(true_codes.shape)} ([n, F]) but true_dirs has shape "
-            f"{tuple(true_dirs.shape)} ([F, d]); F must match"
-        )
-    return codes.detach(), true_codes.detach()
-
-
-def _check_parent(parent: Any, n_features: int) -> torch.Tensor:
-    parent = check_tensor("parent", parent, 1)
-    if parent.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise ValueError(f"parent must be an integer tensor (int64), got dtype {parent.dtype}")
-    if parent.shape[0] != n_features:
-        raise ValueError(f"parent has shape {tuple(parent.shape)} but there are {n_features} true features")
-    parent = parent.to(torch.int64)
-    bad = (parent < -1) | (parent >= n_features)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"parent[{i}] = {int(parent[i])} is not -1 (root) or a feature index in [0, {n_features})")
-    self_loop = parent == torch.arange(n_features, device=parent.device)
-    if bool(self_loop.any()):
-        i = int(self_loop.nonzero()[0, 0])
-        raise ValueError(f"parent[{i}] = {i}: a feature cannot be its own parent")
-    return parent
-
-
-def _chunk_rows(width: int, chunk_size: int | None) -> int:
-    if chunk_size is not None:
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-        return chunk_size
-    return max(1, _CHUNK_ELEMENTS // max(width, 1))
-
-
-def _float(t: torch.Tensor) -> torch.Tensor:
-    """Promote to at least float32 (keep float64)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32)) if t.dtype != torch.float64 else t
 
 
 def _acc_dtype(device: torch.device) -> torch.dtype:
@@ -456,12 +390,6 @@ def dead_latents(codes: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def _unit_rows(t: torch.Tensor) -> torch.Tensor:
-    t = _float(t)
-    norm = t.norm(dim=1, keepdim=True)
-    return t / norm.clamp_min(torch.finfo(t.dtype).tiny)  # zero rows stay exactly zero
-
-
 def cosine_matrix(true_dirs: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
     """Cosine similarities [F, m] between true directions [F, d] and decoder rows [m, d].
 
@@ -471,13 +399,6 @@ def cosine_matrix(true_dirs: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
     """
     true_dirs, W_dec = _check_dicts(true_dirs, W_dec)
     return _cos(true_dirs, W_dec)
-
-
-def _cos(true_dirs: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
-    dtype = torch.promote_types(_float(true_dirs).dtype, _float(W_dec).dtype)
-    a = _unit_rows(true_dirs.to(device=W_dec.device, dtype=dtype))
-    b = _unit_rows(W_dec.to(dtype))
-    return a @ b.T
 
 
 def _mmcs_from_cos(cos: torch.Tensor, direction: str) -> float:
@@ -520,11 +441,6 @@ def mcc(true_dirs: torch.Tensor, W_dec: torch.Tensor) -> float:
     arXiv:2505.20254; the metric comes from the nonlinear-ICA literature).
     """
     return _mcc_from_cos(cosine_matrix(true_dirs, W_dec))
-
-
-def _latent_match(cos: torch.Tensor) -> torch.Tensor:
-    """Best-matching true feature of each latent, by |cos| (SAELens convention): [m]."""
-    return cos.abs().argmax(dim=0)
 
 
 def uniqueness(true_dirs: torch.Tensor, W_dec: torch.Tensor) -> float:
@@ -666,6 +582,8 @@ class RecoveryReport:
     recall: float
     f1: float
     absorption: float | None
+    absorption_gap: float | None
+    hedging: float | None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable) of the fields."""
@@ -681,6 +599,7 @@ def score_sae(
     parent: torch.Tensor | None = None,
     batch_size: int = 4096,
     absorption_threshold: float = DEFAULT_ABSORPTION_THRESHOLD,
+    gap_min_samples: int | None = None,
 ) -> RecoveryReport:
     """Score an SAE against ground truth in one pass over ``x`` in batches.
 
@@ -694,9 +613,13 @@ def score_sae(
     put it in the mode you want).  Batches of ``x`` are moved to ``sae.device`` / ``sae.dtype``
     when the SAE has those attributes.  ``x`` [n, d] are the activations, ``true_codes`` [n, F]
     the true feature codes, ``true_dirs`` [F, d] the true directions and ``parent`` [F] (int64,
-    -1 for roots) the optional hierarchy for :func:`absorption` (``absorption`` is None
-    without it).  ``dead`` counts latents never non-zero over these ``n_eval`` = n samples.
+    -1 for roots) the optional hierarchy for :func:`absorption` and the scores of
+    :func:`analysis.metrics.hierarchy.absorption_gap` (edges with ``gap_min_samples`` samples per condition,
+    by default :data:`~analysis.metrics.hierarchy.DEFAULT_GAP_MIN_SAMPLES`) and
+    :func:`~analysis.metrics.hierarchy.hedging` (all three are None without it).  ``dead`` counts latents never non-zero over these
+    ``n_eval`` = n samples.
     """
+
     x = check_tensor("x", x, 2)
     true_codes = check_tensor("true_codes", true_codes, 2)
     _check_nonempty_rows("x", x)
@@ -721,6 +644,9 @@ def score_sae(
     if parent is not None:
         parent = _check_parent(parent, true_dirs.shape[0])
     absorption_threshold = _check_threshold(absorption_threshold)
+    gap_min_samples = (
+        DEFAULT_GAP_MIN_SAMPLES if gap_min_samples is None else _check_min_samples(gap_min_samples, "gap_min_samples")
+    )
 
     sae_device = getattr(sae, "device", None)
     sae_device = sae_device if isinstance(sae_device, torch.device | str) else None
@@ -732,6 +658,7 @@ def score_sae(
     match = _latent_match(cos)
     recon = _ReconStats()
     code_stats = _CodeStats(cos, match, parent, absorption_threshold)
+    gap_stats = None if parent is None else _GapStats(cos, parent)
 
     for i in range(0, x.shape[0], batch_size):
         xb = x[i : i + batch_size]
@@ -751,6 +678,8 @@ def score_sae(
         check_tensor("sae.decode(codes)", x_hat, 2)
         recon.add(xb.to(x_hat.device), x_hat)
         code_stats.add(codes, true_codes[i : i + batch_size])
+        if gap_stats is not None:
+            gap_stats.add(codes, true_codes[i : i + batch_size])
 
     c = code_stats.classification()
     return RecoveryReport(
@@ -769,4 +698,6 @@ def score_sae(
         recall=c["recall_mean"],
         f1=c["f1_mean"],
         absorption=None if parent is None else code_stats.absorption().score,
+        absorption_gap=None if gap_stats is None else gap_stats.result(gap_min_samples).score,
+        hedging=None if parent is None else _hedging(cos, true_dirs, W_dec, parent).score,
     )

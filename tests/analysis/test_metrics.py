@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analysis.metrics.hierarchy import absorption_gap, hedging
 from analysis.metrics.recovery import (
     RecoveryReport,
     absorption,
@@ -289,9 +290,11 @@ def test_recovery_report_is_frozen_and_serialisable():
         rep.mcc = 0.0  # type: ignore[misc]
     d = rep.to_dict()
     assert d["n_eval"] == 40 and d["absorption"] is None
+    assert d["absorption_gap"] is None and d["hedging"] is None
     assert set(d) == {
         "l0", "fve", "mse", "shrinkage", "gamma", "dead", "n_eval", "mmcs_true_to_learned",
         "mmcs_learned_to_true", "mcc", "uniqueness", "precision", "recall", "f1", "absorption",
+        "absorption_gap", "hedging",
     }  # fmt: skip
 
 
@@ -417,11 +420,12 @@ def test_score_sae_matches_standalone_functions(seed, batch_size):
     true_codes = _sparse_codes(n, F, 0.3, g).double()
     parent = torch.tensor([-1, -1, 0, 0, 1, 1, 1, 2, -1, 8])
     x = true_codes @ true_dirs
-    rep = score_sae(sae, x, true_codes, true_dirs, parent=parent, batch_size=batch_size)
+    rep = score_sae(sae, x, true_codes, true_dirs, parent=parent, batch_size=batch_size, gap_min_samples=3)
     codes = sae.encode(x)
     x_hat = sae.decode(codes)
     cls = latent_classification(codes, true_codes, true_dirs, sae.W_dec)
     ab = absorption(codes, true_codes, true_dirs, sae.W_dec, parent)
+    gap = absorption_gap(codes, true_codes, true_dirs, sae.W_dec, parent, min_samples=3)
     expected = {
         "l0": l0(codes),
         "fve": fve(x, x_hat),
@@ -438,6 +442,8 @@ def test_score_sae_matches_standalone_functions(seed, batch_size):
         "recall": cls["recall_mean"],
         "f1": cls["f1_mean"],
         "absorption": ab.score,
+        "absorption_gap": gap.score,
+        "hedging": hedging(true_dirs, sae.W_dec, parent).score,
     }
     got = rep.to_dict()
     for k, v in expected.items():
