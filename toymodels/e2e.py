@@ -79,6 +79,7 @@ class CleanRun:
     x: torch.Tensor
     output: torch.Tensor
     downstream: dict[str, torch.Tensor]
+    real: torch.Tensor | None = None  # bool [b, t]: the positions that count (None: all), see Objective's pad
 
 
 class Objective:
@@ -89,6 +90,9 @@ class Objective:
     or objects with an ``x`` attribute such as :class:`groundtruth.ActivationBatch`). Pass it to
     :func:`toymodels.sae.train_sae` as ``objective=``. ``output_coefficient`` None takes the paper's for the
     objective (1.0 for e2e, 0.5 for e2e+ds); ``downstream_coefficient`` is the paper's total over positions.
+    With ``pad``, positions whose input token is ``pad`` (a game's padding after its end) do not count: their
+    activations are not the SAE's to reconstruct (they stay clean in the spliced run), and the output and
+    downstream terms leave them out.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class Objective:
         *,
         output_coefficient: float | None = None,
         downstream_coefficient: float = DOWNSTREAM_COEFFICIENT,
+        pad: int | None = None,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -125,7 +130,9 @@ class Objective:
         self.output_coefficient = OUTPUT_COEFFICIENTS[objective] if output_coefficient is None else output_coefficient
         check_real("output_coefficient", self.output_coefficient, 0.0)
         check_real("downstream_coefficient", downstream_coefficient, 0.0)
-        self.model, self.hook, self.objective = model, hook, objective
+        if pad is not None and (not isinstance(model, HookedTransformer) or not isinstance(pad, int)):
+            raise ValueError(f"pad must be None or, for a HookedTransformer, a token id, got {pad!r}")
+        self.model, self.hook, self.objective, self.pad = model, hook, objective, pad
         self.downstream_coefficient = downstream_coefficient
 
     @property
@@ -142,6 +149,7 @@ class Objective:
             "model": {"kind": type(self.model).__name__, **model_cfg.to_dict()},
             "output_coefficient": self.output_coefficient,
             "downstream_coefficient": self.downstream_coefficient,
+            **({"pad": self.pad} if self.pad is not None else {}),
         }
 
     @torch.no_grad()
@@ -153,8 +161,11 @@ class Objective:
         if not isinstance(batch, torch.Tensor) or batch.ndim != 2 or batch.is_floating_point():
             raise TypeError(f"batches must be integer token tensors [batch, pos], got {batch!r:.80}")
         logits, cache = self.model.run_with_cache(batch, [self.hook, *self.downstream])
-        acts = cache[self.hook]
-        return CleanRun(batch, acts.reshape(-1, acts.shape[-1]), logits, {h: cache[h] for h in self.downstream})
+        acts, downstream = cache[self.hook], {h: cache[h] for h in self.downstream}
+        if self.pad is None:
+            return CleanRun(batch, acts.reshape(-1, acts.shape[-1]), logits, downstream)
+        real = batch != self.pad
+        return CleanRun(batch, acts[real], logits, downstream, real)
 
     def spliced(self, clean: CleanRun, x_hat: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The output, and the downstream activations, of the model with ``x_hat`` in place of the SAE's input
@@ -165,7 +176,9 @@ class Objective:
             seen: dict[str, torch.Tensor] = {}
 
             def splice(activation, hook):
-                return x_hat.reshape(activation.shape).to(activation.dtype)
+                if clean.real is None:
+                    return x_hat.reshape(activation.shape).to(activation.dtype)
+                return activation.masked_scatter(clean.real[..., None], x_hat.to(activation.dtype))
 
             def keep(activation, hook):
                 seen[hook.name] = activation
@@ -188,11 +201,12 @@ class Objective:
                 "an e2e objective needs the SAE's training_loss to return LossTerms with x_hat and reconstruction"
             )
         output, seen = self.spliced(clean, terms.x_hat)
-        out_loss = self.output_loss(clean.output, output)
+        real = (lambda t: t) if clean.real is None else (lambda t: t[clean.real])
+        out_loss = self.output_loss(real(clean.output), real(output))
         total = terms.total - terms.reconstruction + self.output_coefficient * out_loss
         parts = {**terms.parts, "output": float(out_loss.detach())}
         if self.downstream:
-            ds = torch.stack([F.mse_loss(seen[h], clean.downstream[h]) for h in self.downstream]).mean()
+            ds = torch.stack([F.mse_loss(real(seen[h]), real(clean.downstream[h])) for h in self.downstream]).mean()
             total = total + self.downstream_coefficient * ds
             parts["downstream"] = float(ds.detach())
         return replace(terms, total=total, parts=parts)

@@ -292,3 +292,28 @@ def test_a_checkpoint_of_another_objective_is_refused_not_resumed(tmp_path):
     resumed = train_sae(make_sae(cfg), itertools.repeat(tokens), train, checkpoint_dir=tmp_path, progress=False,
                         objective=Objective(model, hook, "local"))  # fmt: skip
     assert resumed.steps == 2
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=seeds(), pad=st.integers(0, CFG.d_vocab - 1))
+def test_padded_positions_are_left_out_of_the_sae_and_the_loss(seed, pad):
+    """With ``pad``, the SAE reads and replaces only the positions whose input is not ``pad``, and the KL
+    averages over those positions only: by hand, a splice that keeps padded activations clean."""
+    model, batch, sae = tiny_model(seed % 100), tokens(seed, n=8), standard_sae(seed)
+    real = batch != pad
+    hook = "blocks.0.hook_resid_post"
+    objective = Objective(model, hook, "e2e", pad=pad)
+    clean = objective.clean(batch)
+    assert clean.x.shape == (int(real.sum()), CFG.d_model)
+    terms = objective.loss(clean, sae.training_loss(clean.x, 0.5))
+
+    def splice_real(activation, hook):
+        return torch.where(real[..., None], sae.decode(sae.encode(activation)), activation)
+
+    with torch.no_grad():
+        clean_logits, spliced = model(batch), model.run_with_hooks(batch, [(hook, splice_real)])
+    kl = kl_by_hand(clean_logits[real], spliced[real])
+    assert float(terms.total.detach()) == pytest.approx(l1_by_hand(sae, clean.x, 0.5) + kl, rel=1e-4, abs=1e-6)
+    assert objective.identity()["pad"] == pad
+    with pytest.raises(ValueError, match="pad must be None"):
+        Objective(ToyModel(ToyModelConfig()), None, "e2e", pad=0)
