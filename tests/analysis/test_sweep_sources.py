@@ -327,3 +327,93 @@ def test_a_toy_model_source_is_scored_downstream_by_the_toys_own_loss(tmp_path):
     expected = toy_splice_scores(train_toy_model(cfg, progress=False), load_sae(folder / "sae"), held.codes.to_dense())
     assert {k: metrics[k] for k in expected} == pytest.approx(expected, rel=1e-6)
     assert metrics["loss_with_ablation"] > metrics["loss_without_sae"]
+
+
+# ------------------------------------------------------------------------------------------------
+# end-to-end SAEs (toymodels.e2e) in sweeps
+# ------------------------------------------------------------------------------------------------
+
+TOY = {"n_features": 8, "d_hidden": 4, "feature_probability": 0.2, "steps": 50, "batch_size": 64, "seed": 2}
+
+
+def toy_sweep(saes: str, objective: str = "e2e") -> str:
+    table = ", ".join(f"{k} = {v}" for k, v in TOY.items())
+    return (
+        f"[train]\nsteps = 20\nbatch_size = 64\nn_eval = {N_EVAL}\n\n[sources.toy]\ntoy_model = {{ {table} }}\n"
+        f"[sources.sparse]\nsparse = {{ d = 4, n_features = 8, target_l0 = 2.0 }}\n\n"
+        f'[saes.e2e]\narchitecture = "topk"\nobjective = "{objective}"\n\n[grid]\n{saes}\nwidth = 8\nk = 2\n'
+    )
+
+
+def test_an_objective_is_part_of_a_runs_identity_and_a_local_run_keeps_its_id():
+    sweep = parse_sweep(toy_sweep('source = "toy"\nsae = ["topk", "e2e"]'))
+    local, e2e = sweep.runs
+    assert local.columns["objective"] == "local" and e2e.columns["objective"] == "e2e"
+    assert "objective" not in local.config["sae"] and e2e.config["sae"]["objective"] == "e2e"
+    assert {k: v for k, v in e2e.config["sae"].items() if k != "objective"} == local.config["sae"]
+    assert local.stream_key != e2e.stream_key  # tokens or activations: they cannot share a stream
+    plain = parse_sweep(toy_sweep('source = "toy"\nsae = "topk"').replace('objective = "e2e"\n', ""))
+    assert plain.runs[0].id == local.id  # sweeps written before objectives existed keep their run ids
+
+
+@pytest.mark.parametrize(
+    "grid, objective, match",
+    [
+        ('source = "sparse"\nsae = "e2e"', "e2e", "needs a source with a model after it"),
+        ('source = "toy"\nsae = "e2e"', "e2e+ds", "a toy_model has none"),
+        ('source = "toy"\nsae = "e2e"', "end-to-end", r"saes.e2e.objective must be one of local, e2e, e2e\+ds"),
+    ],
+)
+def test_an_objective_without_a_model_after_the_source_is_refused_by_name(grid, objective, match):
+    with pytest.raises(SweepError, match=match):
+        parse_sweep(toy_sweep(grid, objective))
+
+
+def test_a_toy_sweep_trains_end_to_end_as_the_api_does(tmp_path):
+    """The sweep's e2e SAE is the one toymodels.e2e trains on the same stream: same weights."""
+    from toymodels.e2e import Objective
+    from toymodels.sae import train_sae
+    from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
+
+    sweep = parse_sweep(toy_sweep('source = "toy"\nsae = ["topk", "e2e"]'))
+    report = run_sweep(sweep, tmp_path, workers=1, progress=False, device="cpu")
+    assert report.count("finished") == 2 and not report.failed
+    e2e = sweep.runs[1]
+    saved = load_sae(tmp_path / "runs" / e2e.id / "sae")
+    toy = train_toy_model(ToyModelConfig(**TOY), progress=False)
+    sae = make_sae(e2e.sae.config)
+    stream = HiddenLayerSource(toy, seed=TOY["seed"]).activations(64, seed=0)
+    train_sae(sae, stream, sweep.train, progress=False, objective=Objective(toy, None, "e2e"))
+    torch.testing.assert_close(saved.W_dec, sae.export_state()["W_dec"])
+    local = load_sae(tmp_path / "runs" / sweep.runs[0].id / "sae")
+    assert not torch.allclose(local.W_dec, saved.W_dec)  # the objective changed the training
+
+
+@pytest.mark.parametrize("kind", ["beliefs", "games"])
+def test_a_hook_sweep_trains_end_to_end_on_the_training_sequences(kind, request, tmp_path):
+    """On a run hook an e2e SAE trains on batches of the training sequences through the model (a game's padding
+    left out): the same weights as the API on the same batches, and it finishes with the same scores as a
+    local SAE has."""
+    from analysis.experiments.skeleton import cached_batches
+    from toymodels.e2e import Objective
+    from toymodels.sae import train_sae
+
+    run = request.getfixturevalue(f"{kind}_run")
+    hook = "blocks.0.hook_resid_post"
+    text = (
+        sweep_text(run, hook, f"sequences = {SEQUENCES}").replace('sae = "topk"', 'sae = ["topk", "e2e"]')
+        + '\n[saes.e2e]\narchitecture = "topk"\nobjective = "e2e"\n'
+    )
+    sweep = parse_sweep(text)
+    report = run_sweep(sweep, tmp_path, workers=1, progress=False, device="cpu")
+    assert report.count("finished") == 4 and not report.failed, [o.error for o in report.failed]
+    e2e = next(r for r in sweep.runs if r.columns["objective"] == "e2e")
+    local = next(r for r in sweep.runs if r.columns["objective"] == "local" and r.columns["k"] == e2e.columns["k"])
+    records = {r.id: json.loads((tmp_path / "runs" / r.id / "run.json").read_text()) for r in (e2e, local)}
+    assert set(records[e2e.id]["metrics"]) == set(records[local.id]["metrics"])
+    built = e2e.source.build(N_EVAL)
+    sae = make_sae(e2e.sae.config)
+    sequences = max(1, round(64 / built.tokens.shape[1]))
+    objective = Objective(built.model, hook, "e2e", pad=PAD if kind == "games" else None)
+    train_sae(sae, cached_batches(built.tokens, sequences, 0), sweep.train, progress=False, objective=objective)
+    torch.testing.assert_close(load_sae(tmp_path / "runs" / e2e.id / "sae").W_dec, sae.export_state()["W_dec"])

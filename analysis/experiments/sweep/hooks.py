@@ -45,6 +45,7 @@ from analysis.metrics.recovery import dead_latents, fve, l0, mse
 from analysis.metrics.splice import splice_scores, spliced_belief_r2
 from games import PAD
 from groundtruth.processes import process
+from toymodels.e2e import Objective
 from toymodels.transformer import WEIGHTS_FILE, HookedTransformer, load_transformer
 
 DEFAULT_SEQUENCES = 4096
@@ -99,7 +100,8 @@ class HookActivations:
     ``held_out [N, t, d]`` are the activations over the held-out sequences, ``real [N, t]`` the positions
     that hold a token (not padding after a game's end), ``truth(codes [N, t, m])`` the run's
     ground-truth scores of an SAE's codes there, and ``downstream(sae)`` the scores of the SAE spliced into
-    the model."""
+    the model. An SAE trained end to end trains on ``tokens``, the training sequences, through ``model``
+    (``pad`` the padding token of a game)."""
 
     def __init__(
         self,
@@ -108,13 +110,25 @@ class HookActivations:
         real: torch.Tensor,
         truth: Callable[[torch.Tensor], dict[str, float]],
         downstream: Callable[[Any], dict[str, float]],
+        *,
+        model: HookedTransformer,
+        hook: str,
+        tokens: torch.Tensor,
+        pad: int | None = None,
     ) -> None:
         self.train, self.held_out, self.real, self.truth = train, held_out, real, truth
         self.downstream = downstream
+        self.model, self.hook, self.tokens, self.pad = model, hook, tokens, pad
 
     def activations(self, batch_size: int, seed: int, *, workers: int = 0):
         """Rows of the cached activations (cheap to draw: ``workers`` is not needed)."""
         return cached_batches(self.train, batch_size, seed)
+
+    def end_to_end(self, objective: str, batch_size: int, seed: int) -> tuple[Any, Objective]:
+        """Batches of training sequences, as many as make about ``batch_size`` positions (a seed picks them, as
+        it picks the rows of the local stream), and the objective at the hook."""
+        sequences = max(1, round(batch_size / self.tokens.shape[1]))
+        return cached_batches(self.tokens, sequences, seed), Objective(self.model, self.hook, objective, pad=self.pad)
 
     def score(self, sae) -> dict[str, Any]:
         """L0, FVE, MSE and dead latents on the held-out rows (:mod:`analysis.metrics.recovery`), with
@@ -158,7 +172,16 @@ def _beliefs(spec: ModelHook, model: HookedTransformer, n_held: int) -> HookActi
 
     train = _hook_acts(model, tokens, spec.hook)
     real = torch.ones(held_out.shape[:2], dtype=torch.bool)
-    return HookActivations(train.reshape(-1, train.shape[-1]), held_out, real, truth, downstream)
+    return HookActivations(
+        train.reshape(-1, train.shape[-1]),
+        held_out,
+        real,
+        truth,
+        downstream,
+        model=model,
+        hook=spec.hook,
+        tokens=tokens,
+    )
 
 
 def _games(spec: ModelHook, model: HookedTransformer, n_held: int) -> HookActivations:
@@ -176,7 +199,9 @@ def _games(spec: ModelHook, model: HookedTransformer, n_held: int) -> HookActiva
 
     train = _hook_acts(model, inputs, spec.hook)[inputs != PAD]
     held_out = _hook_acts(model, held.inputs, spec.hook)
-    return HookActivations(train, held_out, held.inputs != PAD, truth, downstream)
+    return HookActivations(
+        train, held_out, held.inputs != PAD, truth, downstream, model=model, hook=spec.hook, tokens=inputs, pad=PAD
+    )
 
 
 def _sha256(path: Path) -> str:

@@ -108,7 +108,16 @@ def run_task(task: Task) -> list[Outcome]:
     data_workers = task.data_workers
     if data_workers is None:  # a GPU outruns the generator on one core: generate on the others
         data_workers = max(1, (os.cpu_count() or 2) - 1) if device.type == "cuda" else 0
-    stream = source.activations(task.batch_size, built[0][0].columns["seed"], workers=data_workers)
+    seed, kind = built[0][0].columns["seed"], built[0][0].sae.objective  # a task's runs share both (stream_key)
+    objective = None
+    try:
+        if kind == "local":
+            stream = source.activations(task.batch_size, seed, workers=data_workers)
+        else:
+            stream, objective = source.end_to_end(kind, task.batch_size, seed)
+            objective.model.to(device)
+    except Exception as err:
+        return outcomes + [record_failure(out, run, err) for run, _ in built]
     started = time.perf_counter()
     try:
         results = train_saes(
@@ -119,6 +128,7 @@ def run_task(task: Task) -> list[Outcome]:
             progress=False,
             device=device,
             isolate=True,
+            objective=objective,
         )
     finally:
         stream.close()  # stops the data workers, if any

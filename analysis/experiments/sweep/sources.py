@@ -17,6 +17,7 @@ from analysis.metrics.recovery import score_sae
 from analysis.metrics.splice import toy_splice_scores
 from groundtruth import PRESETS, SparseFeatureConfig, SparseFeatureModel, preset
 from groundtruth.threads import torch_threads
+from toymodels.e2e import Objective
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
 
 if TYPE_CHECKING:
@@ -65,6 +66,10 @@ class Built(Protocol):
         """The training stream ``seed`` picks (closable); ``workers`` > 0 may generate it in that many
         processes, with the same bytes."""
 
+    def end_to_end(self, objective: str, batch_size: int, seed: int) -> tuple[Any, Objective]:
+        """The stream ``seed`` picks of what the source's model takes, and the end-to-end ``objective`` an SAE
+        trains on there (:class:`toymodels.e2e.Objective`); a ``ValueError`` where the source has no model."""
+
     def score(self, sae) -> dict[str, Any]: ...
 
 
@@ -83,6 +88,14 @@ class KnownFeatures:
         if workers and isinstance(self.source, SparseFeatureModel):
             return self.source.prefetch(batch_size, seed, workers=workers)
         return self.source.activations(batch_size, seed=seed)
+
+    def end_to_end(self, objective: str, batch_size: int, seed: int) -> tuple[Any, Objective]:
+        """The toy model's hidden activations (its training stream) and the objective through its output."""
+        if not isinstance(self.source, HiddenLayerSource):
+            raise ValueError(
+                f"objective {objective!r} needs a model after the activations; a sparse feature model has none"
+            )
+        return self.activations(batch_size, seed), Objective(self.source.model, None, objective)
 
     def score(self, sae) -> dict[str, Any]:
         """The pinned metrics, on one thread: the same bits whatever the worker's thread count."""

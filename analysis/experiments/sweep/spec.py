@@ -23,6 +23,10 @@ is one :class:`SweepError` naming the field and the value. The layout::
     target_l0 = [8, 16]
     seed = [0, 1, 2]
 
+    [saes.e2e]                   # optional: trained end to end (toymodels.e2e) on a source with a model after it
+    architecture = "standard"
+    objective = "e2e"            # "local" (the default), "e2e" or "e2e+ds"
+
     [[runs]]                     # more combinations, each an explicit list entry (same keys as grid)
     sae = "jumprelu"
     coefficient = [0.5, 1.0]
@@ -30,7 +34,9 @@ is one :class:`SweepError` naming the field and the value. The layout::
     seed = 0
 
 ``target_l0`` sets ``k`` on TopK-style SAEs and steers the coefficient of penalty SAEs
-(:attr:`toymodels.sae.SAEConfig.target_l0`); ``k`` and ``coefficient`` set the knob directly.
+(:attr:`toymodels.sae.SAEConfig.target_l0`); ``k`` and ``coefficient`` set the knob directly. An SAE's
+``objective`` (:data:`toymodels.e2e.OBJECTIVES`) other than ``"local"`` needs a source with a model downstream
+of its activations: a ``run`` hook (a transformer) or a ``toy_model`` (its ReLU output; ``"e2e"`` only).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.experiments.sweep.sources import SOURCE_KINDS, SourceSpec, source_spec
+from toymodels.e2e import OBJECTIVES
 from toymodels.sae import SAE_CLASSES, SAEConfig, sae_class
 from toymodels.training import TrainConfig
 
@@ -82,12 +89,14 @@ class SAESpec:
     d_in: int = 0
     width: int = 0
     seed: int = 0
+    objective: str = "local"  # what it is trained on (toymodels.e2e.OBJECTIVES)
 
     def identity(self) -> dict:
+        trained = {} if self.objective == "local" else {"objective": self.objective}  # local: the ids of before
         if self.config is not None:
-            return self.config.to_dict()
+            return {**self.config.to_dict(), **trained}
         return {"factory": self.factory, "params": dict(self.params), "d_in": self.d_in, "d_sae": self.width,
-                "seed": self.seed}  # fmt: skip
+                "seed": self.seed, **trained}  # fmt: skip
 
     def build(self):
         """A fresh, untrained SAE."""
@@ -116,8 +125,9 @@ class Run:
 
     @property
     def stream_key(self) -> str:
-        """Runs with the same key train on the same batches (one source, one seed)."""
-        return run_id({"source": self.config["source"], "seed": self.columns["seed"], "train": self.config["train"]})
+        """Runs with the same key train on the same batches under one objective (one source, one seed)."""
+        shared = {"source": self.config["source"], "seed": self.columns["seed"], "train": self.config["train"]}
+        return run_id(shared if self.sae.objective == "local" else {**shared, "objective": self.sae.objective})
 
 
 @dataclass(frozen=True)
@@ -227,6 +237,8 @@ def _source(where: str, table: Any) -> SourceSpec:
 def _sae_table(where: str, table: Any) -> dict:
     if not isinstance(table, dict):
         raise SweepError(f"{where} must be a table, got {table!r}")
+    if table.get("objective", "local") not in OBJECTIVES:
+        raise SweepError(f"{where}.objective must be one of {', '.join(OBJECTIVES)}, got {table['objective']!r}")
     if ("architecture" in table) == ("factory" in table):
         raise SweepError(f"{where} needs exactly one of architecture = '...' or factory = 'module:callable'")
     if "architecture" in table:
@@ -235,7 +247,7 @@ def _sae_table(where: str, table: Any) -> dict:
                 f"{where}.architecture: unknown architecture {table['architecture']!r} "
                 f"(known: {', '.join(SAE_CLASSES)})"
             )
-        fields = set(SAEConfig.__dataclass_fields__) - {"d_in", "d_sae", "seed", "target_l0"}
+        fields = (set(SAEConfig.__dataclass_fields__) | {"objective"}) - {"d_in", "d_sae", "seed", "target_l0"}
         _known(where, table, tuple(sorted(fields)))
         return dict(table)
     from analysis.conformance import load_factory
@@ -244,7 +256,7 @@ def _sae_table(where: str, table: Any) -> dict:
         factory = load_factory(table["factory"])
     except ValueError as err:
         raise SweepError(f"{where}.factory: {err}") from None
-    params = {k: v for k, v in table.items() if k != "factory"}
+    params = {k: v for k, v in table.items() if k not in ("factory", "objective")}
     accepts = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in accepts.values()):
         for key in params:
@@ -280,11 +292,25 @@ def _expand(where: str, entry: dict, sources: dict, saes: dict, train: TrainConf
         _check_int(where, "width", width, 1)
         _check_int(where, "seed", seed, 0)
         sae, columns = _named_sae(here, sae_name, saes, source.d_in, width, seed, knob, *knob_value)
+        _check_objective(here, sae.objective, source)
         columns = {"source": source_name, "sae": sae_name, **columns, "width": width}
         columns.update(steps=train.steps, lr=train.lr, batch_size=train_id["batch_size"], seed=seed)
         config = {"source": source.identity(), "sae": sae.identity(), "train": train_id}
         runs.append(Run(columns, source, sae, config))
     return runs
+
+
+def _check_objective(where: str, objective: str, source: SourceSpec) -> None:
+    """An end-to-end objective needs a model downstream of the source's activations."""
+    if objective == "local" or source.model_hook is not None:
+        return  # a hook with no layer after it for e2e+ds is refused by the Objective, as the run's failure
+    if source.toy_model is None:
+        raise SweepError(
+            f"{where}: objective {objective!r} needs a source with a model after it (a run hook or a toy_model), "
+            "not a sparse feature model"
+        )
+    if objective == "e2e+ds":
+        raise SweepError(f"{where}: objective 'e2e+ds' needs layers after the SAE; a toy_model has none (use 'e2e')")
 
 
 def _check_int(where: str, key: str, value: Any, low: int) -> None:
@@ -313,15 +339,18 @@ def _named_sae(
         table = {"architecture": name}
     if knob is not None and (not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value)):
         raise SweepError(f"{where}: {knob} must be a number, got {value!r}")
+    objective = table.get("objective", "local")
     if "factory" in table:
-        params = {k: v for k, v in table.items() if k != "factory"}
+        params = {k: v for k, v in table.items() if k not in ("factory", "objective")}
         if knob is not None:
             params[{"coefficient": "sparsity_coefficient"}.get(knob, knob)] = value
-        columns = {"architecture": table["factory"], "target_l0": None, "k": None, "coefficient": None}
+        columns = {"architecture": table["factory"], "objective": objective, "target_l0": None, "k": None,
+                   "coefficient": None}  # fmt: skip
         if knob is not None:
             columns[knob] = value
-        return SAESpec(factory=table["factory"], params=params, d_in=d_in, width=width, seed=seed), columns
-    fields = {k: v for k, v in table.items() if k != "architecture"}
+        spec = SAESpec(factory=table["factory"], params=params, d_in=d_in, width=width, seed=seed, objective=objective)
+        return spec, columns
+    fields = {k: v for k, v in table.items() if k not in ("architecture", "objective")}
     arch = table["architecture"]
     by_k = sae_class(arch).sparsity_knob == "k"
     if knob == "k" and not by_k:
@@ -347,11 +376,12 @@ def _named_sae(
         raise SweepError(f"{where}: {err}") from None
     columns = {
         "architecture": arch,
+        "objective": objective,
         "target_l0": float(value) if knob == "target_l0" else None,
         "k": config.k if by_k else None,
         "coefficient": None if by_k else config.sparsity_coefficient,
     }
-    return SAESpec(config=config), columns
+    return SAESpec(config=config, objective=objective), columns
 
 
 __all__ = ["Run", "SAESpec", "Sweep", "SweepError", "load_sweep", "parse_sweep", "run_id"]
