@@ -21,8 +21,10 @@ The definitions follow SAEBench's ``evals/sparse_probing`` and ``evals/scr_and_t
 Variants, named: every probe is the L2 logistic regression of SAEBench's sparse probing (sklearn's defaults,
 ``C = 1``, unpenalised intercept), fitted to its optimum by Newton's method; SAEBench trains the SCR/TPP probes
 with AdamW (batch 16, 20 epochs, L1 1e-3) and keeps the epoch with the best test accuracy. Each label's data
-is balanced by keeping the first ``q`` rows of each class (each quadrant for SCR), ``q`` the smallest count, so
-rows must be exchangeable (i.i.d. samples are). The ablation ``x - codes[:, S] @ W_dec[S]`` equals SAEBench's
+is balanced by keeping the first ``q`` rows of each class (each quadrant for SCR), ``q`` the smallest count and
+at most SAEBench's set sizes (4,000 train, 1,000 test rows), so rows must be exchangeable (i.i.d. samples are).
+The probes depend on the activations alone: :func:`scr_probes` and :func:`tpp_probes` fit them once for all
+the SAEs scored on one data set, as SAEBench does. The ablation ``x - codes[:, S] @ W_dec[S]`` equals SAEBench's
 ``decode(codes with S zeroed) + (x - decode(codes))`` for every SAE whose decoder is affine in its codes.
 """
 
@@ -38,15 +40,20 @@ from groundtruth.checks import check_int, check_real, check_tensor
 __all__ = [
     "DEFAULT_K_VALUES",
     "DEFAULT_N_VALUES",
+    "DEFAULT_MAX_TEST",
+    "DEFAULT_MAX_TRAIN",
     "LinearProbe",
+    "ScrProbes",
     "ScrResult",
     "TppResult",
     "balanced_rows",
     "fit_probe",
     "scr",
+    "scr_probes",
     "sparse_probing",
     "top_k_mean_diff",
     "tpp",
+    "tpp_probes",
 ]
 
 DEFAULT_K_VALUES = (1, 2, 5)
@@ -54,6 +61,9 @@ DEFAULT_K_VALUES = (1, 2, 5)
 
 DEFAULT_N_VALUES = (2, 5, 10, 20, 50, 100, 500)
 """SAEBench's SCR/TPP numbers of ablated latents."""
+
+DEFAULT_MAX_TRAIN, DEFAULT_MAX_TEST = 4000, 1000
+"""SAEBench's probe train and test set sizes (each balanced over classes, or over quadrants for SCR)."""
 
 _MIN_GAP = 0.001  # SAEBench: an SCR direction whose oracle beats the biased probe by less scores 0
 
@@ -99,21 +109,29 @@ def _counts(name: str, values: Sequence[int], maximum: int) -> tuple[int, ...]:
     return tuple(check_int(f"{name}[{i}]", v, 1, maximum) for i, v in enumerate(values))
 
 
-def balanced_rows(labels: torch.Tensor, name: str = "labels") -> torch.Tensor:
-    """The first ``q`` rows of each class of a binary label, ``q`` the smaller class's count (SAEBench balances
-    every probing set). Raises when a class is absent: accuracy against one class means nothing."""
+def balanced_rows(labels: torch.Tensor, max_rows: int | None = None, name: str = "labels") -> torch.Tensor:
+    """The first ``q`` rows of each class of a binary label, ``q`` the smaller class's count and at most
+    ``max_rows / 2`` (SAEBench balances every probing set, of 4,000 train and 1,000 test rows). Raises when a
+    class is absent: accuracy against one class means nothing."""
     labels = _labels(name, check_tensor(name, labels, 1), len(labels))
     pos, neg = labels.nonzero().squeeze(1), (~labels).nonzero().squeeze(1)
-    q = min(len(pos), len(neg))
+    q = min(len(pos), len(neg), _cap(max_rows, 2))
     if q == 0:
         raise ValueError(f"{name} must hold both classes, got {len(pos)} positive and {len(neg)} negative rows")
     return torch.cat([pos[:q], neg[:q]]).sort().values
 
 
-def _quadrant_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The first ``q`` rows of each of the four (A, B) cells, ``q`` the smallest cell's count."""
+def _cap(max_rows: int | None, parts: int) -> int | float:
+    if max_rows is None:
+        return float("inf")
+    return check_int("max_rows", max_rows, parts) // parts
+
+
+def _quadrant_rows(a: torch.Tensor, b: torch.Tensor, max_rows: int | None) -> torch.Tensor:
+    """The first ``q`` rows of each of the four (A, B) cells, ``q`` the smallest cell's count and at most
+    ``max_rows / 4`` (SAEBench's quadrant-balanced sets)."""
     cells = [((a == va) & (b == vb)).nonzero().squeeze(1) for va in (True, False) for vb in (True, False)]
-    q = min(len(c) for c in cells)
+    q = min(min(len(c) for c in cells), _cap(max_rows, 4))
     if q == 0:
         sizes = {f"A={int(va)},B={int(vb)}": 0 for va in (1, 0) for vb in (1, 0)}
         sizes.update({k: len(c) for k, c in zip(sizes, cells, strict=True)})
@@ -204,16 +222,20 @@ def sparse_probing(
     test_codes: torch.Tensor,
     test_labels: torch.Tensor,
     k_values: Sequence[int] = DEFAULT_K_VALUES,
+    *,
+    max_train: int | None = DEFAULT_MAX_TRAIN,
+    max_test: int | None = DEFAULT_MAX_TEST,
 ) -> dict[int, float]:
     """SAEBench's k-sparse probing of one binary label: for each k, the test accuracy of a logistic regression
     on the k latents :func:`top_k_mean_diff` picks on the train split. Both splits are class-balanced first
-    (:func:`balanced_rows`). High accuracy at small k means one or a few latents carry the concept."""
+    (:func:`balanced_rows`, at most ``max_train`` and ``max_test`` rows). High accuracy at small k means one or a few latents carry the concept."""
     train_codes = _rows("train_codes", train_codes)
     test_codes = _rows("test_codes", test_codes, width=train_codes.shape[1])
     train_labels = _labels("train_labels", train_labels, train_codes.shape[0])
     test_labels = _labels("test_labels", test_labels, test_codes.shape[0])
     k_values = _counts("k_values", k_values, train_codes.shape[1])
-    tr, te = balanced_rows(train_labels, "train_labels"), balanced_rows(test_labels, "test_labels")
+    tr = balanced_rows(train_labels, max_train, "train_labels")
+    te = balanced_rows(test_labels, max_test, "test_labels")
     train_codes, train_labels = train_codes[tr], train_labels[tr]
     test_codes, test_labels = test_codes[te], test_labels[te]
     order = top_k_mean_diff(train_codes, train_labels, max(k_values))
@@ -245,9 +267,31 @@ def _mean_diff(codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class ScrProbes:
+    """SCR's probes, which depend on the activations alone (SAEBench trains them once per dataset): ``biased``
+    on the rows where A = B, ``oracles`` for A and for B on the quadrant-balanced rows."""
+
+    biased: LinearProbe
+    oracles: tuple[LinearProbe, LinearProbe]
+
+
+def scr_probes(
+    train_x: torch.Tensor, train_labels: torch.Tensor, max_train: int | None = DEFAULT_MAX_TRAIN
+) -> ScrProbes:
+    """The probes :func:`scr` uses for these train activations and labels ``[:, 0]`` (A) and ``[:, 1]`` (B):
+    fit them once and pass them to every SAE's :func:`scr`."""
+    train_x = _rows("train_x", train_x)
+    train_labels = _labels("train_labels", train_labels, train_x.shape[0], 2)
+    rows = _quadrant_rows(*train_labels.T, max_train)
+    x, labels = train_x[rows], train_labels[rows]
+    agree = labels[:, 0] == labels[:, 1]
+    return ScrProbes(fit_probe(x[agree], labels[agree, 0]), (fit_probe(x, labels[:, 0]), fit_probe(x, labels[:, 1])))
+
+
+@dataclass(frozen=True)
 class ScrResult:
     """SCR per number of ablated latents: ``score`` (the chosen direction), ``dir1`` (B ablated, accuracy on A),
-    ``dir2`` (A ablated, accuracy on B); ``direction`` the chosen one; the three accuracies it normalises by."""
+    ``dir2`` (A ablated, accuracy on B); ``direction`` the chosen one; the accuracies it normalises by."""
 
     score: dict[int, float]
     dir1: dict[int, float]
@@ -266,21 +310,26 @@ def scr(
     test_labels: torch.Tensor,
     W_dec: torch.Tensor,
     n_values: Sequence[int] = DEFAULT_N_VALUES,
+    *,
+    probes: ScrProbes | None = None,
+    max_train: int | None = DEFAULT_MAX_TRAIN,
+    max_test: int | None = DEFAULT_MAX_TEST,
 ) -> ScrResult:
     """SAEBench's spurious correlation removal for the labels ``[:, 0]`` (A, the concept) and ``[:, 1]`` (B, the
     spurious one) of activations ``x [n, d]`` with SAE codes ``[n, m]`` and decoder ``W_dec [m, d]``: how much of
     the accuracy a probe trained where A = B loses to B comes back when the latents most tied to B are ablated.
-    Each split is balanced over the four (A, B) cells; the biased probe sees the train rows where A = B."""
+    Each split is balanced over the four (A, B) cells (at most ``max_train`` and ``max_test`` rows); ``probes``
+    (from :func:`scr_probes` on the same train data) saves refitting them for every SAE."""
     train_x, train_codes, test_x, test_codes, W_dec = _data(train_x, train_codes, test_x, test_codes, W_dec)
     train_labels = _labels("train_labels", train_labels, train_x.shape[0], 2)
     test_labels = _labels("test_labels", test_labels, test_x.shape[0], 2)
     n_values = _counts("n_values", n_values, W_dec.shape[0])
-    tr, te = _quadrant_rows(*train_labels.T), _quadrant_rows(*test_labels.T)
-    train_x, train_codes, train_labels = train_x[tr], train_codes[tr], train_labels[tr]
+    if probes is None:
+        probes = scr_probes(train_x, train_labels, max_train)
+    tr, te = _quadrant_rows(*train_labels.T, max_train), _quadrant_rows(*test_labels.T, max_test)
+    train_codes, train_labels = train_codes[tr], train_labels[tr]
     test_x, test_codes, test_labels = test_x[te], test_codes[te], test_labels[te]
-    agree = train_labels[:, 0] == train_labels[:, 1]
-    biased = fit_probe(train_x[agree], train_labels[agree, 0])
-    oracles = [fit_probe(train_x, train_labels[:, c]) for c in (0, 1)]
+    biased, oracles = probes.biased, probes.oracles
     biased_acc = tuple(biased.accuracy(test_x, test_labels[:, c]) for c in (0, 1))
     oracle_acc = tuple(oracles[c].accuracy(test_x, test_labels[:, c]) for c in (0, 1))
     directions = []
@@ -295,6 +344,24 @@ def scr(
         directions.append(scores)
     direction = 1 if biased_acc[0] <= biased_acc[1] else 2
     return ScrResult(directions[direction - 1], directions[0], directions[1], direction, biased_acc, oracle_acc)
+
+
+def _class_labels(name: str, labels: object, n: int) -> torch.Tensor:
+    t = check_tensor(name, labels, 2)
+    if t.shape[1] < 2:
+        raise ValueError(f"{name} must have two or more classes (columns), got shape {tuple(t.shape)}")
+    return _labels(name, t, n, t.shape[1])
+
+
+def tpp_probes(
+    train_x: torch.Tensor, train_labels: torch.Tensor, max_train: int | None = DEFAULT_MAX_TRAIN
+) -> tuple[LinearProbe, ...]:
+    """The probes :func:`tpp` uses, one per class (column of ``train_labels``), each on that class balanced:
+    fit them once and pass them to every SAE's :func:`tpp`."""
+    train_x = _rows("train_x", train_x)
+    train_labels = _class_labels("train_labels", train_labels, train_x.shape[0])
+    rows = [balanced_rows(train_labels[:, i], max_train, f"train_labels[:, {i}]") for i in range(train_labels.shape[1])]
+    return tuple(fit_probe(train_x[r], train_labels[r, i]) for i, r in enumerate(rows))
 
 
 @dataclass(frozen=True)
@@ -316,21 +383,30 @@ def tpp(
     test_labels: torch.Tensor,
     W_dec: torch.Tensor,
     n_values: Sequence[int] = DEFAULT_N_VALUES,
+    *,
+    probes: Sequence[LinearProbe] | None = None,
+    max_train: int | None = DEFAULT_MAX_TRAIN,
+    max_test: int | None = DEFAULT_MAX_TEST,
 ) -> TppResult:
     """SAEBench's targeted probe perturbation for the classes ``labels[:, i]`` (binary, at least two) of
     activations ``x [n, d]`` with codes ``[n, m]`` and decoder ``W_dec [m, d]``: ablating the latents most tied to
-    class i should hurt probe i and spare the others. Each class's probe data is that class balanced."""
+    class i should hurt probe i and spare the others. Each class's data is that class balanced (at most
+    ``max_train`` and ``max_test`` rows); ``probes`` (from :func:`tpp_probes` on the same train data) saves
+    refitting them for every SAE."""
     train_x, train_codes, test_x, test_codes, W_dec = _data(train_x, train_codes, test_x, test_codes, W_dec)
-    train_labels = check_tensor("train_labels", train_labels, 2)
-    if train_labels.shape[1] < 2:
-        raise ValueError(f"train_labels must have two or more classes (columns), got shape {tuple(train_labels.shape)}")
+    train_labels = _class_labels("train_labels", train_labels, train_x.shape[0])
     classes = train_labels.shape[1]
-    train_labels = _labels("train_labels", train_labels, train_x.shape[0], classes)
     test_labels = _labels("test_labels", test_labels, test_x.shape[0], classes)
     n_values = _counts("n_values", n_values, W_dec.shape[0])
-    train_rows = [balanced_rows(train_labels[:, i], f"train_labels[:, {i}]") for i in range(classes)]
-    test_rows = [balanced_rows(test_labels[:, i], f"test_labels[:, {i}]") for i in range(classes)]
-    probes = [fit_probe(train_x[r], train_labels[r, i]) for i, r in enumerate(train_rows)]
+    train_rows = [balanced_rows(train_labels[:, i], max_train, f"train_labels[:, {i}]") for i in range(classes)]
+    test_rows = [balanced_rows(test_labels[:, i], max_test, f"test_labels[:, {i}]") for i in range(classes)]
+    used = torch.unique(torch.cat(test_rows))  # ablate only the rows some probe is tested on
+    test_x, test_codes, test_labels = test_x[used], test_codes[used], test_labels[used]
+    test_rows = [torch.searchsorted(used, r) for r in test_rows]
+    if probes is None:
+        probes = tpp_probes(train_x, train_labels, max_train)
+    elif len(probes) != classes:
+        raise ValueError(f"probes must hold one probe per class ({classes}), got {len(probes)}")
 
     def accuracies(x: torch.Tensor) -> torch.Tensor:
         return torch.tensor([probes[j].accuracy(x[r], test_labels[r, j]) for j, r in enumerate(test_rows)])

@@ -1,16 +1,28 @@
-"""Tests of analysis.metrics.proxies (SAEBench's k-sparse probing, SCR and TPP) against scipy's optimiser,
+"""Tests of analysis.metrics.proxies and analysis.experiments.proxies (SAEBench's k-sparse probing, SCR and TPP) against scipy's optimiser,
 exhaustive subset search and hand-built codes whose answer is known."""
 
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from analysis.metrics.proxies import balanced_rows, fit_probe, scr, sparse_probing, top_k_mean_diff, tpp
+from analysis.experiments.proxies import proxy_scores, proxy_summary, proxy_task
+from analysis.metrics.proxies import (
+    balanced_rows,
+    fit_probe,
+    scr,
+    scr_probes,
+    sparse_probing,
+    top_k_mean_diff,
+    tpp,
+    tpp_probes,
+)
+from groundtruth import Constant, ConstantMagnitude, SparseFeatureConfig, SparseFeatureModel
 
 FAST = settings(max_examples=15, deadline=None)
 seeds = st.integers(0, 2**31 - 1)
@@ -205,3 +217,70 @@ def test_tpp_of_a_dictionary_that_entangles_two_classes():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_set_sizes_are_capped_like_saebench():
+    labels = torch.arange(20) % 4 == 0  # 5 positives
+    assert balanced_rows(labels, max_rows=6).tolist() == [0, 1, 2, 3, 4, 8]
+    with pytest.raises(ValueError, match="max_rows must be an integer"):
+        balanced_rows(labels, max_rows=1)
+
+
+@FAST
+@given(seed=seeds)
+def test_probes_fitted_once_give_the_same_scores(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(200, 4, generator=g)
+    labels = x[:, :3] + 0.5 * torch.randn(200, 3, generator=g) > 0
+    w_dec = torch.randn(6, 4, generator=g)
+    codes = torch.relu(x @ w_dec.T)
+    args = (x[:120], codes[:120], labels[:120, :2], x[120:], codes[120:], labels[120:, :2], w_dec, [1, 3])
+    assert scr(*args, max_train=80) == scr(*args, max_train=80, probes=scr_probes(x[:120], labels[:120, :2], 80))
+    args = (x[:120], codes[:120], labels[:120], x[120:], codes[120:], labels[120:], w_dec, [1, 3])
+    assert tpp(*args) == tpp(*args, probes=tpp_probes(x[:120], labels[:120]))
+
+
+class _Dictionary:
+    """A fixed linear dictionary: codes ``x @ W_dec.T`` (exact for orthonormal rows)."""
+
+    def __init__(self, w_dec: torch.Tensor) -> None:
+        self.W_dec = w_dec
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.W_dec.T
+
+
+def test_proxies_rank_the_true_dictionary_above_a_rotated_one():
+    """Twelve independent binary features on the axes: the true dictionary has one latent per label (top-1
+    probing accuracy 1, and ablating class i's latent sends probe i to a constant guess while sparing the
+    others: TPP near 1/2); a random rotation reconstructs as well but spreads every feature over all latents."""
+    config = SparseFeatureConfig(d=12, n_features=12, firing=Constant(0.2), magnitude=ConstantMagnitude(1.0))
+    model = SparseFeatureModel(config, directions=torch.eye(12))
+    task = proxy_task(model, n_train=3000, n_test=2000, n_probing=6, n_pairs=2, n_classes=4)
+    assert len(set(task.tpp_classes)) == 4 and len({f for p in task.scr_pairs for f in p}) == 4
+    true = proxy_scores(_Dictionary(torch.eye(12)), task, n_values=[1, 2])
+    rotation = torch.linalg.qr(torch.randn(12, 12, generator=torch.Generator().manual_seed(0))).Q
+    rotated = proxy_scores(_Dictionary(rotation), task, n_values=[1, 2])
+    assert true["sparse_probing_top_1"] == 1.0
+    assert rotated["sparse_probing_top_1"] < 0.9
+    assert true["tpp_top_1"] == pytest.approx(0.5, abs=0.05)
+    assert rotated["tpp_top_1"] < true["tpp_top_1"] - 0.1
+
+
+def test_proxy_summary_by_hand():
+    table = pd.DataFrame(
+        {
+            "sae": ["a", "a", "b", "b"],
+            "target_l0": [8.0] * 4,
+            "seed": [0, 1, 0, 1],
+            "f1": [0.1, 0.2, 0.5, 0.6],
+            "mcc": [0.6, 0.5, 0.2, 0.1],
+            "p": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    summary = proxy_summary(table, ["p"]).set_index("metric")
+    assert summary.loc["p", "spearman_f1"] == pytest.approx(1.0)
+    assert summary.loc["p", "spearman_mcc"] == pytest.approx(-1.0)
+    half = np.sqrt(0.5)  # the std (ddof 1) of two values 1 apart
+    assert summary.loc["p", "cv_over_seeds"] == pytest.approx((half / 1.5 + half / 3.5) / 2)
+    assert summary.loc["p", "seed_std_over_config_std"] == pytest.approx(half / np.std([1.5, 3.5], ddof=1))
