@@ -54,6 +54,7 @@ __all__ = [
     "proxy_summary",
     "proxy_task",
     "score_sweep",
+    "write_proxies",
 ]
 
 HEADLINE_PROXIES = ("sparse_probing_top_1", "scr_top_20", "tpp_top_20")
@@ -242,3 +243,12 @@ def proxy_summary(table: pd.DataFrame, proxies: Sequence[str] = HEADLINE_PROXIES
         row["seed_std_over_config_std"] = float(std.mean() / mean.std(ddof=1))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def write_proxies(out_dir: str | Path) -> tuple[str, list[Path]]:
+    """Score every run of the sweep in ``out_dir`` (:func:`score_sweep`, ``proxies.csv``) and summarise it
+    (:func:`proxy_summary`, ``proxies_summary.csv``); returns the summary as text and the two paths."""
+    out = Path(out_dir)
+    summary = proxy_summary(score_sweep(out))
+    write_text_atomic(out / "proxies_summary.csv", summary.to_csv(index=False))
+    return summary.to_string(index=False, float_format="%.3f"), [out / "proxies.csv", out / "proxies_summary.csv"]

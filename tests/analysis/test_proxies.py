@@ -3,6 +3,7 @@ exhaustive subset search and hand-built codes whose answer is known."""
 
 import itertools
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
+from scipy.stats import spearmanr
 
+from analysis.cli import main
 from analysis.experiments.proxies import proxy_scores, proxy_summary, proxy_task
+from analysis.figures.proxies import draw_proxies, proxies_vs_ground_truth
 from analysis.metrics.proxies import (
     balanced_rows,
     fit_probe,
@@ -284,3 +288,34 @@ def test_proxy_summary_by_hand():
     half = np.sqrt(0.5)  # the std (ddof 1) of two values 1 apart
     assert summary.loc["p", "cv_over_seeds"] == pytest.approx((half / 1.5 + half / 3.5) / 2)
     assert summary.loc["p", "seed_std_over_config_std"] == pytest.approx(half / np.std([1.5, 3.5], ddof=1))
+
+
+def _table(n_per=3):
+    g = np.random.default_rng(0)
+    rows = []
+    for sae, l0 in itertools.product(["a", "b"], [8.0, 16.0]):
+        for seed in range(n_per):
+            f1 = g.random()
+            rows.append({"id": f"{sae}{l0}{seed}", "sae": sae, "target_l0": l0, "seed": seed, "f1": f1, "mcc": f1 / 2})
+            rows[-1] |= {p: g.random() for p in ("sparse_probing_top_1", "scr_top_20", "tpp_top_20")}
+    return pd.DataFrame(rows)
+
+
+def test_figure_has_one_panel_per_ground_truth_and_proxy_with_spearman_titles(tmp_path):
+    table = _table()
+    fig = proxies_vs_ground_truth(table)
+    axes = np.array(fig.axes).reshape(2, 3)
+    rho = spearmanr(table["mcc"], table["tpp_top_20"]).statistic
+    assert axes[1, 2].get_title() == f"Spearman ρ = {rho:.2f}"
+    assert sum(len(c.get_offsets()) for c in axes[0, 0].collections) == len(table)
+    plt.close(fig)
+    table.to_csv(tmp_path / "proxies.csv", index=False)
+    paths = draw_proxies(tmp_path)
+    assert sorted(p.name for p in paths) == ["proxies.pdf", "proxies.png"] and all(p.stat().st_size for p in paths)
+
+
+def test_sweep_proxies_on_a_folder_that_is_no_sweep_is_an_argument_error(tmp_path, capsys):
+    assert main(["sweep", "proxies", str(tmp_path)]) == 2
+    assert "is not a sweep output folder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="has no proxies.csv"):
+        draw_proxies(tmp_path)
