@@ -146,6 +146,15 @@ def proxy_task(
     )
 
 
+def _probed_feature_f1(codes: torch.Tensor, labels: torch.Tensor) -> float:
+    """Ground truth for the probed features alone: the mean over them of the best latent's F1 of "latent fires"
+    (non-zero) against "feature fires", so that probing can be compared with what it probes."""
+    fires, labels = (codes != 0).float(), labels.float()
+    hits = labels.T @ fires  # [features, latents]
+    f1 = 2 * hits / (labels.sum(0)[:, None] + fires.sum(0)[None, :]).clamp(min=1)
+    return float(f1.max(1).values.mean())
+
+
 @torch.no_grad()
 def proxy_scores(
     sae,
@@ -154,7 +163,8 @@ def proxy_scores(
     n_values: Sequence[int] = DEFAULT_N_VALUES,
 ) -> dict[str, float]:
     """Every proxy of one SAE (anything with ``encode`` and ``W_dec``) on ``task``, each the mean over its
-    labels: ``sparse_probing_top_{k}``, ``scr_top_{n}`` and ``tpp_top_{n}``."""
+    labels: ``sparse_probing_top_{k}``, ``scr_top_{n}`` and ``tpp_top_{n}``; and ``probed_feature_f1``, the
+    ground truth of the probed features alone (the best latent's F1 for each, averaged)."""
     train_codes, test_codes = sae.encode(task.train_x).float(), sae.encode(task.test_x).float()
     w_dec = sae.W_dec.detach().float()
     n_values = [n for n in n_values if n <= w_dec.shape[0]]
@@ -165,6 +175,7 @@ def proxy_scores(
         for f in task.probing
     ]
     scores = {f"sparse_probing_top_{k}": float(np.mean([p[k] for p in probing])) for k in k_values}
+    scores["probed_feature_f1"] = _probed_feature_f1(test_codes, task.labels("test", task.probing))
     spurious = [
         scr(
             task.train_x,

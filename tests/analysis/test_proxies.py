@@ -265,7 +265,8 @@ def test_proxies_rank_the_true_dictionary_above_a_rotated_one():
     true = proxy_scores(_Dictionary(torch.eye(12)), task, n_values=[1, 2])
     rotation = torch.linalg.qr(torch.randn(12, 12, generator=torch.Generator().manual_seed(0))).Q
     rotated = proxy_scores(_Dictionary(rotation), task, n_values=[1, 2])
-    assert true["sparse_probing_top_1"] == 1.0
+    assert true["sparse_probing_top_1"] == true["probed_feature_f1"] == 1.0
+    assert rotated["probed_feature_f1"] < 0.9
     assert rotated["sparse_probing_top_1"] < 0.9
     assert true["tpp_top_1"] == pytest.approx(0.5, abs=0.05)
     assert rotated["tpp_top_1"] < true["tpp_top_1"] - 0.1
