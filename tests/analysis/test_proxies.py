@@ -2,6 +2,7 @@
 exhaustive subset search and hand-built codes whose answer is known."""
 
 import itertools
+import json
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,8 +14,9 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 from scipy.stats import spearmanr
 
+import analysis.experiments.proxies as proxies_experiment
 from analysis.cli import main
-from analysis.experiments.proxies import proxy_scores, proxy_summary, proxy_task
+from analysis.experiments.proxies import proxy_scores, proxy_summary, proxy_task, score_sweep
 from analysis.figures.proxies import draw_proxies, proxies_vs_ground_truth
 from analysis.metrics.proxies import (
     balanced_rows,
@@ -27,6 +29,7 @@ from analysis.metrics.proxies import (
     tpp_probes,
 )
 from groundtruth import Constant, ConstantMagnitude, SparseFeatureConfig, SparseFeatureModel
+from toymodels.sae import SAEConfig, make_sae, save_sae
 
 FAST = settings(max_examples=15, deadline=None)
 seeds = st.integers(0, 2**31 - 1)
@@ -320,3 +323,38 @@ def test_sweep_proxies_on_a_folder_that_is_no_sweep_is_an_argument_error(tmp_pat
     assert "is not a sweep output folder" in capsys.readouterr().err
     with pytest.raises(ValueError, match="has no proxies.csv"):
         draw_proxies(tmp_path)
+
+
+def test_score_sweep_reads_the_saved_saes_and_writes_the_table(tmp_path, monkeypatch):
+    """A sweep folder of two saved SAEs on a sparse model of twelve axis-aligned binary features: one SAE is
+    the true dictionary (identity weights, so its codes are the features), one is a fresh random one."""
+    sparse = SparseFeatureConfig(d=12, n_features=12, firing=Constant(0.2), magnitude=ConstantMagnitude(1.0))
+    true = make_sae(SAEConfig(architecture="standard", d_in=12, d_sae=12))
+    with torch.no_grad():
+        for name in ("W_enc", "W_dec"):
+            getattr(true, name).copy_(torch.eye(12))
+        true.b_enc.zero_()
+        true.b_dec.zero_()
+    saes = {"true": true, "random": make_sae(SAEConfig(architecture="standard", d_in=12, d_sae=12, seed=1))}
+    for i, (name, sae) in enumerate(saes.items()):
+        folder = tmp_path / "runs" / f"run{i}"
+        save_sae(sae, folder / "sae")
+        record = {
+            "id": f"run{i}",
+            "columns": {"sae": name, "target_l0": 2.0, "seed": 0},
+            "config": {"source": {"sparse": sparse.to_dict()}},
+            "metrics": {"l0": 2.0, "f1": 1.0 - i, "mcc": 1.0 - i},
+        }
+        (folder / "run.json").write_text(json.dumps(record))
+    directions = torch.eye(12)  # the config's own directions are random; the saved SAEs assume the axes
+    monkeypatch.setattr(
+        proxies_experiment, "SparseFeatureModel", lambda c: SparseFeatureModel(c, directions=directions)
+    )
+    table = score_sweep(tmp_path, n_train=3000, n_test=2000, n_probing=6, n_pairs=2, n_classes=4)
+    saved = pd.read_csv(tmp_path / "proxies.csv")
+    pd.testing.assert_frame_equal(saved, table, check_dtype=False)
+    assert sorted(zip(saved["id"], saved["sae"], strict=True)) == [("run0", "true"), ("run1", "random")]
+    assert {"f1", "mcc", "sparse_probing_top_1", "scr_top_2", "tpp_top_10", "probed_feature_f1"} <= set(saved)
+    by_sae = saved.set_index("sae")
+    assert by_sae.loc["true", "sparse_probing_top_1"] == by_sae.loc["true", "probed_feature_f1"] == 1.0
+    assert by_sae.loc["random", "probed_feature_f1"] < 1.0
