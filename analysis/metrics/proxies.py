@@ -8,13 +8,13 @@ The definitions follow SAEBench's ``evals/sparse_probing`` and ``evals/scr_and_t
 * **k-sparse probing**: on the train split, rank latents by ``|mean(codes | label) - mean(codes | not label)|``
   and keep the top k; fit a logistic regression on those k codes; report its test accuracy.
 * **SCR**: a probe trained where label A and a spurious label B always agree leans on B. Rank latents by
-  ``|(mean codes | B) - (mean codes | not B)| * (W_dec @ w_B)|`` (``w_B`` a probe for B alone), zero the top n in
+  ``|(mean(codes | B) - mean(codes | not B)) * (W_dec @ w_B)|`` (``w_B`` a probe for B alone), zero the top n in
   the activations (``x - codes[:, S] @ W_dec[S]``, the SAE's reconstruction with those latents ablated plus its
   error), and score ``(acc_ablated - acc_biased) / (acc_oracle - acc_biased)``: the share of the accuracy on A
   that the biased probe lost to B and got back (0 when the gap is below 0.001). The same with A and B swapped
   is the second direction; the reported one is the direction whose biased accuracy is lower (the concept the
   biased probe leans on is the one ablated); ties take the first.
-* **TPP**: for each class i, rank latents by ``clamp(mean codes | i - mean codes | not i, 0) * (W_dec @ w_i)``,
+* **TPP**: for each class i, rank latents by ``clamp(mean(codes | i) - mean(codes | not i), 0) * (W_dec @ w_i)``,
   ablate the top n, and score the drop of probe i's accuracy minus the mean drop of the other classes' probes;
   report the mean over classes.
 
