@@ -433,7 +433,11 @@ def _sweep_options(parser: argparse.ArgumentParser) -> None:
     )
     _device_option(run, None, "the file's train.device, else auto")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    for name, what in (("results", "print the table and write DIR/results.csv"), ("plot", "draw DIR/figures/")):
+    for name, what in (
+        ("results", "print the table and write DIR/results.csv"),
+        ("plot", "draw DIR/figures/"),
+        ("proxies", "score SAEBench's proxies against ground truth (DIR/proxies*.csv, DIR/figures/proxies.png)"),
+    ):
         action = actions.add_parser(name, help=what, description=f"From a sweep's saved runs: {what}.")
         action.add_argument("out", type=Path, metavar="DIR", help="the sweep's output folder")
 
@@ -442,7 +446,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from analysis.experiments.sweep import SweepError
 
     try:
-        return {"run": _sweep_run, "results": _sweep_results, "plot": _sweep_plot}[args.action](args)
+        actions = {"run": _sweep_run, "results": _sweep_results, "plot": _sweep_plot, "proxies": _sweep_proxies}
+        return actions[args.action](args)
     except SweepError as err:
         raise _UsageError(str(err)) from None
 
@@ -491,6 +496,17 @@ def _sweep_plot(args: argparse.Namespace) -> int:
 
     paths = _sweep_folder(plot_sweep, args.out)
     print(f"figures: {', '.join(sorted(p.name for p in paths))} in {args.out / 'figures'}/")
+    return 0
+
+
+def _sweep_proxies(args: argparse.Namespace) -> int:
+    from analysis.experiments.proxies import write_proxies
+    from analysis.figures.proxies import draw_proxies
+
+    text, paths = _sweep_folder(write_proxies, args.out)
+    print(text)
+    paths += draw_proxies(args.out)
+    print(f"written: {', '.join(str(p) for p in paths)}")
     return 0
 
 
