@@ -23,6 +23,7 @@ over samples (the pinned MSE, on the scale of the local term it replaces); it ha
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groundtruth.checks import check_real
+from groundtruth.checks import check_int, check_real
 from toymodels.sae.base import LossTerms, mse_loss
 from toymodels.splice import output_kl
 from toymodels.superposition import ToyModel
@@ -130,8 +131,10 @@ class Objective:
         self.output_coefficient = OUTPUT_COEFFICIENTS[objective] if output_coefficient is None else output_coefficient
         check_real("output_coefficient", self.output_coefficient, 0.0)
         check_real("downstream_coefficient", downstream_coefficient, 0.0)
-        if pad is not None and (not isinstance(model, HookedTransformer) or not isinstance(pad, int)):
-            raise ValueError(f"pad must be None or, for a HookedTransformer, a token id, got {pad!r}")
+        if pad is not None:
+            if not isinstance(model, HookedTransformer):
+                raise ValueError(f"pad must be None for a ToyModel (it reads no tokens), got {pad!r}")
+            check_int("pad", pad, 0, model.cfg.d_vocab - 1)
         self.model, self.hook, self.objective, self.pad = model, hook, objective, pad
         self.downstream_coefficient = downstream_coefficient
 
@@ -143,10 +146,13 @@ class Objective:
         """What a run under this objective is, beyond the SAE's and the train config: recorded in its checkpoints,
         so a checkpoint of another objective, hook or model configuration is refused instead of resumed."""
         model_cfg = self.model.config if isinstance(self.model, ToyModel) else self.model.cfg
+        weights = hashlib.sha256()
+        for name, value in sorted(self.model.state_dict().items()):
+            weights.update(name.encode() + value.detach().cpu().contiguous().numpy().tobytes())
         return {
             "objective": self.objective,
             "hook": self.hook,
-            "model": {"kind": type(self.model).__name__, **model_cfg.to_dict()},
+            "model": {"kind": type(self.model).__name__, **model_cfg.to_dict(), "weights_sha256": weights.hexdigest()},
             "output_coefficient": self.output_coefficient,
             "downstream_coefficient": self.downstream_coefficient,
             **({"pad": self.pad} if self.pad is not None else {}),
@@ -198,7 +204,8 @@ class Objective:
             return terms
         if terms.x_hat is None or terms.reconstruction is None:
             raise TypeError(
-                "an e2e objective needs the SAE's training_loss to return LossTerms with x_hat and reconstruction"
+                "an e2e objective needs the SAE's training_loss to return LossTerms with x_hat and reconstruction, "
+                "one local reconstruction term to swap (Matryoshka SAEs, whose loss sums nested prefixes, have none)"
             )
         output, seen = self.spliced(clean, terms.x_hat)
         real = (lambda t: t) if clean.real is None else (lambda t: t[clean.real])

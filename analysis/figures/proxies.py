@@ -40,7 +40,9 @@ def proxies_vs_ground_truth(table: pd.DataFrame, proxies: Sequence[str] = HEADLI
     hue = "sae" if "sae" in table else "architecture"
     names = sorted(table[hue].astype(str).unique())
     palette = dict(zip(names, sns.color_palette("colorblind", len(names)), strict=True))
-    levels = sorted(table["target_l0"].unique()) if "target_l0" in table else [None]
+    # one marker per target L0; a sweep that sets k or a coefficient instead has none (NaN or no column)
+    levels = sorted(table["target_l0"].dropna().unique()) if "target_l0" in table else []
+    levels = levels or [None]
     sns.set_theme(context="paper", style="whitegrid")
     fig, axes = plt.subplots(
         len(GROUND_TRUTH),
@@ -54,7 +56,10 @@ def proxies_vs_ground_truth(table: pd.DataFrame, proxies: Sequence[str] = HEADLI
             ax = axes[i, j]
             for name in names:
                 for m, level in enumerate(levels):
-                    rows = table[(table[hue].astype(str) == name) & ((table["target_l0"] == level) if level else True)]
+                    rows = table[
+                        (table[hue].astype(str) == name)
+                        & ((table["target_l0"] == level) if level is not None else True)
+                    ]
                     label = name if level is None else f"{name}, L0 {level:g}"
                     ax.scatter(
                         rows[truth],

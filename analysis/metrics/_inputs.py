@@ -102,3 +102,8 @@ def _cos(true_dirs: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
 def _latent_match(cos: torch.Tensor) -> torch.Tensor:
     """Best-matching true feature of each latent, by |cos| (SAELens convention): [m]."""
     return cos.abs().argmax(dim=0)
+
+
+def _acc_dtype(device: torch.device) -> torch.dtype:
+    """The dtype sums over many rows accumulate in: float64, except on MPS, which has none."""
+    return torch.float32 if device.type == "mps" else torch.float64

@@ -34,6 +34,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from analysis.metrics._inputs import (
+    _acc_dtype,
     _check_codes,
     _check_dicts,
     _check_nonempty_rows,
@@ -90,10 +91,6 @@ def _check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor
         raise ValueError(
             f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; they must match"
         )
-
-
-def _acc_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from analysis.metrics._inputs import _acc_dtype
 from analysis.metrics.beliefs import belief_regression
 from groundtruth.checks import check_int, check_tensor
 from toymodels.splice import output_kl, reconstruction_hook
@@ -92,8 +93,8 @@ def _position_mean(
     total = count = None
     for rows in _batches(len(inputs), batch_size):
         act = model.run_with_cache(inputs[rows].to(model.device), names=[hook])[1][hook]
-        weight = counted[rows].to(model.device, torch.float64)[..., None]
-        part = (act.double() * weight).sum(0)
+        weight = counted[rows].to(model.device, _acc_dtype(model.device))[..., None]
+        part = (act.to(weight.dtype) * weight).sum(0)
         total = part if total is None else total + part
         count = weight.sum(0) if count is None else count + weight.sum(0)
     return (total / count.clamp(min=1)).to(act.dtype)
@@ -230,8 +231,10 @@ def toy_splice_scores(model: ToyModel, sae, features: torch.Tensor, *, batch_siz
             f"features must be [n >= 1, n_features={model.config.n_features}], got {tuple(features.shape)}"
         )
     check_int("batch_size", batch_size)
-    weights = importances(model.config).to(device, torch.float64)
-    mean = sum(model.hidden(features[rows].to(device)).double().sum(0) for rows in _batches(len(features), batch_size))
+    weights = importances(model.config).to(device, _acc_dtype(device))
+    mean = sum(
+        model.hidden(features[rows].to(device)).to(weights.dtype).sum(0) for rows in _batches(len(features), batch_size)
+    )
     mean = (mean / len(features)).to(model.W.dtype)
     replace = {
         "clean": lambda h: h,
@@ -244,7 +247,7 @@ def toy_splice_scores(model: ToyModel, sae, features: torch.Tensor, *, batch_siz
         x = features[rows].to(device)
         h = model.hidden(x)
         for name, fn in replace.items():
-            loss[name] += float(((x - model.output(fn(h))).double() ** 2 @ weights).sum())
+            loss[name] += float(((x - model.output(fn(h))).to(weights.dtype) ** 2 @ weights).sum())
     loss = {name: v / len(features) for name, v in loss.items()}
     return {
         "loss_without_sae": loss["clean"],

@@ -318,6 +318,17 @@ def test_figure_has_one_panel_per_ground_truth_and_proxy_with_spearman_titles(tm
     assert sorted(p.name for p in paths) == ["proxies.pdf", "proxies.png"] and all(p.stat().st_size for p in paths)
 
 
+@pytest.mark.parametrize("knob", ["nan", "absent"])
+def test_figure_draws_every_sae_of_a_sweep_without_a_target_l0(knob):
+    """A sweep that sets k or a coefficient has no target L0 (NaN in proxies.csv, or no column): one point per
+    SAE all the same."""
+    table = _table()
+    table = table.assign(target_l0=np.nan) if knob == "nan" else table.drop(columns="target_l0")
+    fig = proxies_vs_ground_truth(table)
+    assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == len(table)
+    plt.close(fig)
+
+
 def test_sweep_proxies_on_a_folder_that_is_no_sweep_is_an_argument_error(tmp_path, capsys):
     assert main(["sweep", "proxies", str(tmp_path)]) == 2
     assert "is not a sweep output folder" in capsys.readouterr().err

@@ -134,8 +134,11 @@ class TopKSAE(SparseAutoencoder):
             if aux is not None:
                 total = total + self.cfg.aux_coefficient * aux
                 parts["aux"] = float(aux.detach())
-        # AuxK stays under an end-to-end objective: it only revives dead latents, from the residual.
-        return LossTerms(total, mse.detach(), codes, parts, x_hat, reconstruction)
+        # AuxK stays under an end-to-end objective: it only revives dead latents, from the residual. Matryoshka's
+        # nested prefixes have no single term an end-to-end objective could swap (all of them at once would
+        # leave BatchTopK under Matryoshka's name), so it trains locally only.
+        single = reconstruction if len(losses) == 1 else None
+        return LossTerms(total, mse.detach(), codes, parts, x_hat, single)
 
     def reconstruct(
         self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor
