@@ -344,14 +344,33 @@ def test_results_and_plot_commands_read_the_saved_runs(reference, tmp_path, caps
     assert str(tmp_path) in capsys.readouterr().err
 
 
-def test_the_readme_sweep_file_resolves_and_is_short():
+def readme_toml_blocks() -> list[str]:
     import re
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    (block,) = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    return re.findall(r"```toml\n(.*?)```", (Path(__file__).parents[2] / "README.md").read_text(), re.S)
+
+
+def test_the_readme_sweep_file_resolves_and_is_short():
+    block = readme_toml_blocks()[0]
     assert len(block.strip().splitlines()) <= 20
     sweep = parse_sweep(block)
     assert len(sweep.runs) == 3 * 2 * 2
+
+
+def test_the_readme_end_to_end_sweep_resolves_on_the_shipped_mess3_model(tmp_path, monkeypatch):
+    from analysis.experiments.pretrained import install_pretrained
+
+    blocks = readme_toml_blocks()
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    install_pretrained("mess3", "groundtruth-beliefs/mess3-paper")
+    sweep = parse_sweep(blocks[1])
+    assert sorted((run.columns["objective"], run.columns["target_l0"]) for run in sweep.runs) == [
+        ("e2e", 3.0),
+        ("e2e", 6.0),
+        ("local", 3.0),
+        ("local", 6.0),
+    ]
 
 
 def test_batches_generated_in_worker_processes_train_the_same_saes(reference, tmp_path):
