@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from analysis.metrics.beliefs import belief_data, belief_regression, expected_loss
-from analysis.metrics.recovery import fve, mcc
+from analysis.metrics.recovery import dead_latents, fve, l0, mcc
 from groundtruth.atomic import write_text_atomic
 from groundtruth.checks import check_int
 from groundtruth.config import Config
@@ -105,7 +105,8 @@ def _train(cfg: E2EConfig, model, hook, d_in: int, stream_for, progress: bool) -
 
 
 def _code_stats(codes: torch.Tensor) -> dict[str, float]:
-    return {"l0": float((codes != 0).sum(-1).float().mean()), "alive": int((codes != 0).any(0).sum())}
+    """L0 and alive latents (the pinned L0; alive = not dead over these codes)."""
+    return {"l0": l0(codes), "alive": int((~dead_latents(codes)).sum())}
 
 
 def run_mess3(cfg: E2EConfig, progress: bool = False) -> list[dict]:
@@ -193,12 +194,12 @@ def matched(rows: Sequence[dict], levels: int = 3) -> list[dict]:
         return []
     out = []
     for level in np.linspace(low, high, levels):
-        for objective, (loss, l0, alive) in curves.items():
+        for objective, (loss, log_l0, alive) in curves.items():
             out.append(
                 {
                     "objective": objective,
                     "output": float(np.exp(level)),
-                    "l0": float(np.exp(np.interp(level, loss, l0))),
+                    "l0": float(np.exp(np.interp(level, loss, log_l0))),
                     "alive": float(np.interp(level, loss, alive)),
                 }
             )
