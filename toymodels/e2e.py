@@ -109,7 +109,7 @@ class Objective:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if isinstance(model, HookedTransformer):
-            if hook not in model.hook_names or hook.endswith("hook_pattern"):
+            if hook not in model.cfg.sae_hook_names:
                 raise ValueError(f"hook must name a [batch, pos, d] activation of the model, got {hook!r}")
             self.downstream = downstream_hooks(model, hook) if objective == "e2e+ds" else []
             if objective == "e2e+ds" and not self.downstream:

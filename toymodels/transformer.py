@@ -90,6 +90,12 @@ class TransformerConfig(Config):
             names.append(f"blocks.{layer}.hook_resid_post")
         return names + ["ln_final.hook_normalized"]
 
+    @property
+    def sae_hook_names(self) -> list[str]:
+        """The hooks an SAE can read, or be spliced in at: one vector per token (not an attention pattern, nor
+        the position embedding, the same for every sequence)."""
+        return [h for h in self.hook_names if not h.endswith(("hook_pattern", "hook_pos_embed"))]
+
 
 @dataclass(frozen=True)
 class HookPoint:

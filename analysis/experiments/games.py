@@ -58,12 +58,6 @@ MODELS: dict[str, dict[str, int]] = {
 MODEL_FIELDS = ("game", "model", "max_plies", "steps", "batch_size", "lr", "soft", "seed")
 
 
-def sae_hooks(tcfg: TransformerConfig) -> list[str]:
-    """The hooks an SAE can read: those with one vector per token (not attention patterns or the
-    position embedding)."""
-    return [h for h in tcfg.hook_names if not h.endswith(("hook_pattern", "hook_pos_embed"))]
-
-
 @dataclass(frozen=True)
 class GameConfig(Config):
     """One board-game experiment. The fields that make the model (:data:`MODEL_FIELDS`) identify its
@@ -101,8 +95,8 @@ class GameConfig(Config):
             check_int(name, getattr(self, name))
         check_int("eval_games", self.eval_games, 4)
         check_int("seed", self.seed, minimum=0)
-        if self.hook and self.hook not in sae_hooks(self.transformer()):
-            raise ValueError(f"hook must be one of {sae_hooks(self.transformer())} (or empty), got {self.hook!r}")
+        if self.hook and self.hook not in self.transformer().sae_hook_names:
+            raise ValueError(f"hook must be one of {self.transformer().sae_hook_names} (or empty), got {self.hook!r}")
         check_real("lr", self.lr, 0.0, low_open=True)
         for variant, knob in self.saes:
             if variant not in architectures():

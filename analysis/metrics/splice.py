@@ -76,8 +76,10 @@ def _check_tokens(model: HookedTransformer, tokens, min_len: int, max_len: int) 
 
 
 def _check_hook(model: HookedTransformer, hook: str) -> None:
-    if hook not in model.hook_names or hook.endswith("hook_pattern"):
-        raise ValueError(f"hook must be a per-position hook of the model, one of {model.hook_names}, got {hook!r}")
+    if hook not in model.cfg.sae_hook_names:
+        raise ValueError(
+            f"hook must be a per-position hook of the model, one of {model.cfg.sae_hook_names}, got {hook!r}"
+        )
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:

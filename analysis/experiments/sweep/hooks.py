@@ -38,7 +38,7 @@ import torch
 
 from analysis.experiments.activations import activations, sae_codes, sae_reconstructions
 from analysis.experiments.beliefs import BeliefConfig
-from analysis.experiments.games import EvalGames, GameConfig, board_scores, game_inputs, sae_hooks
+from analysis.experiments.games import EvalGames, GameConfig, board_scores, game_inputs
 from analysis.experiments.skeleton import cached_batches
 from analysis.metrics.beliefs import belief_regression
 from analysis.metrics.recovery import dead_latents, fve, l0, mse
@@ -231,7 +231,7 @@ def model_hook(table: Mapping[str, Any]) -> ModelHook:
         model = load_transformer(folder / "model")
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise ValueError(f"run {run!r}: cannot load the model in model/: {err}") from None
-    hooks = sae_hooks(model.cfg)
+    hooks = model.cfg.sae_hook_names
     hook = table.get("hook")
     if hook not in hooks:
         raise ValueError(f"hook {hook!r} is not a per-position hook of the model in {run!r}; valid: {', '.join(hooks)}")
