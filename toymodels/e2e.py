@@ -179,18 +179,13 @@ class Objective:
         with frozen(self.model):
             if isinstance(self.model, ToyModel):
                 return self.model.output(x_hat), {}
-            seen: dict[str, torch.Tensor] = {}
 
             def splice(activation, hook):
                 if clean.real is None:
                     return x_hat.reshape(activation.shape).to(activation.dtype)
                 return activation.masked_scatter(clean.real[..., None], x_hat.to(activation.dtype))
 
-            def keep(activation, hook):
-                seen[hook.name] = activation
-
-            hooks = [(self.hook, splice)] + [(h, keep) for h in self.downstream]
-            return self.model.run_with_hooks(clean.batch, fwd_hooks=hooks), seen
+            return self.model.run_with_cache(clean.batch, self.downstream, fwd_hooks=[(self.hook, splice)])
 
     def output_loss(self, clean_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """KL(clean ‖ spliced) for a transformer; the outputs' squared error for a ToyModel."""

@@ -182,16 +182,21 @@ class HookedTransformer(nn.Module):
         return self._run(tokens, None)
 
     def run_with_cache(
-        self, tokens: torch.Tensor, names: list[str] | tuple[str, ...] | None = None
+        self,
+        tokens: torch.Tensor,
+        names: list[str] | tuple[str, ...] | None = None,
+        *,
+        fwd_hooks: Iterable[tuple[str, Callable[[torch.Tensor, HookPoint], Any]]] = (),
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits and a dict of activations at ``names`` (default: every hook)."""
+        """Logits and a dict of activations at ``names`` (default: every hook), of a run with ``fwd_hooks``
+        (as :meth:`run_with_hooks`; the activation cached at a hook is the one they leave there)."""
         cache: dict[str, torch.Tensor] = {}
 
         def keep(value: torch.Tensor, hook: HookPoint) -> None:
             cache[hook.name] = value
 
         wanted = self.hook_names if names is None else names
-        logits = self._run(tokens, self._hooks([(name, keep) for name in wanted]))
+        logits = self._run(tokens, self._hooks([*fwd_hooks, *((name, keep) for name in wanted)]))
         return logits, cache
 
     def run_with_hooks(

@@ -163,17 +163,6 @@ def splice_scores(
     }
 
 
-def _run_keeping(model: HookedTransformer, x: torch.Tensor, hooks: list, names: list[str]) -> dict[str, torch.Tensor]:
-    """The activations at ``names`` (float32, on the CPU) of a run of ``model`` with ``hooks``."""
-    cache: dict[str, torch.Tensor] = {}
-
-    def keep(act: torch.Tensor, point: HookPoint) -> None:
-        cache[point.name] = act.float().cpu()
-
-    model.run_with_hooks(x, fwd_hooks=[*hooks, *((name, keep) for name in names)])
-    return cache
-
-
 @torch.no_grad()
 def spliced_belief_r2(
     model: HookedTransformer,
@@ -208,9 +197,9 @@ def spliced_belief_r2(
     for rows in _batches(len(tokens), batch_size):
         x = tokens[rows].to(model.device)
         for run, hooks in (("clean", []), ("spliced", [(hook, splice)])):
-            cache = _run_keeping(model, x, hooks, later)
+            cache = model.run_with_cache(x, later, fwd_hooks=hooks)[1]
             for name in later:
-                acts[run][name].append(cache[name])
+                acts[run][name].append(cache[name].float().cpu())
     return {
         name: {run: belief_regression(torch.cat(acts[run][name]), beliefs, seed=seed).r2 for run in acts}
         for name in later

@@ -396,3 +396,17 @@ def test_bad_hooks_are_refused_by_name():
         model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", lambda v, h: v[:, :1])])
     with pytest.raises(ValueError, match="unknown hook name"):
         model.run_with_cache(tokens, names=["nope"])
+
+
+def test_the_cache_holds_what_the_hooks_leave():
+    """run_with_cache(fwd_hooks=...) caches the replaced activation at its hook and what follows from it later."""
+    model = perturbed(SMALL)
+    tokens = torch.randint(0, SMALL.d_vocab, (2, SMALL.n_ctx), generator=torch.Generator().manual_seed(0))
+    first, later = "blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"
+    with torch.no_grad():
+        clean = model.run_with_cache(tokens, [first])[1][first]
+        logits, cache = model.run_with_cache(tokens, [first, later], fwd_hooks=[(first, _scaled_by(2.0, []))])
+        expected = model.run_with_hooks(tokens, fwd_hooks=[(first, _scaled_by(2.0, []))])
+    torch.testing.assert_close(cache[first], 2 * clean)
+    torch.testing.assert_close(cache[later], cache[first])  # resid_post of block 0 is resid_pre of block 1
+    assert torch.equal(logits, expected)
