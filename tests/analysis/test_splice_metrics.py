@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stand_ins import Affine
 
 from analysis.metrics.beliefs import belief_regression
 from analysis.metrics.splice import loss_recovered, splice_scores, spliced_belief_r2, toy_splice_scores
@@ -23,19 +24,6 @@ from toymodels.transformer import HookedTransformer, TransformerConfig
 
 CFG = TransformerConfig(n_layers=2, d_model=8, n_ctx=6, d_vocab=4, n_heads=2, d_mlp=16, seed=3)
 HOOKS = ["hook_embed", "blocks.0.hook_resid_mid", "blocks.0.mlp.hook_post", "blocks.1.hook_resid_post"]
-
-
-class Affine:
-    """A stand-in SAE whose reconstruction is ``scale * x + shift`` (the identity at 1, 0; zeros at 0, 0)."""
-
-    def __init__(self, scale: float, shift: float = 0.0) -> None:
-        self.scale, self.shift = scale, shift
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return codes + self.shift
 
 
 def random_model(seed: int) -> HookedTransformer:

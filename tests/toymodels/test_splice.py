@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stand_ins import Affine
 
 from groundtruth.strategies import seeds
 from toymodels.splice import output_kl, reconstruction_hook, spliced_logits
@@ -13,19 +14,6 @@ from toymodels.superposition import ToyModel, ToyModelConfig
 from toymodels.transformer import HookedTransformer, TransformerConfig
 
 CFG = TransformerConfig(n_layers=2, d_model=8, n_ctx=5, d_vocab=4, n_heads=2, d_mlp=16, seed=3)
-
-
-class Affine:
-    """A stand-in SAE whose reconstruction is ``scale * x + shift`` (identity at 1, 0; zeros at 0, 0)."""
-
-    def __init__(self, scale: float, shift: float = 0.0) -> None:
-        self.scale, self.shift = scale, shift
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return codes + self.shift
 
 
 @settings(max_examples=10, deadline=None)
