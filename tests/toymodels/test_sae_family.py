@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from sae_helpers import make, perturb
 
@@ -193,6 +193,14 @@ def _brute_batchtopk(pre: torch.Tensor, k: int) -> torch.Tensor:
     out = torch.zeros_like(flat)
     out[idx] = flat[idx]
     return out.view_as(pre)
+
+
+def _batch_threshold_gap(pre: torch.Tensor, k: int) -> float:
+    """The gap between the n*k-th and the next largest positive pre-activation: at a tie (0) either latent
+    is a valid BatchTopK choice, and a reference computed with other rounding may pick the other one."""
+    flat = F.relu(pre).flatten().sort(descending=True).values
+    kn = k * pre.shape[0]
+    return float(flat[kn - 1] - flat[kn]) if kn < flat.numel() else float("inf")
 
 
 @settings(max_examples=15, deadline=None)
@@ -716,10 +724,14 @@ def test_resampling_stops_after_resample_until():
 
 
 @settings(max_examples=15, deadline=None)
-@given(data=st.data(), seed=SEEDS, k=st.integers(1, 4))
-def test_matryoshka_loss_is_mean_of_prefix_mses(data, seed, k):
-    a = data.draw(st.integers(1, 14))
-    b = data.draw(st.integers(a + 1, 15))
+@given(
+    seed=SEEDS,
+    k=st.integers(1, 4),
+    inner=st.integers(1, 14).flatmap(lambda a: st.tuples(st.just(a), st.integers(a + 1, 15))),
+)
+@example(seed=2291, k=3, inner=(1, 2))  # a tie at the batch threshold (found on torch 2.11)
+def test_matryoshka_loss_is_mean_of_prefix_mses(seed, k, inner):
+    a, b = inner
     g = torch.Generator().manual_seed(seed)
     sae = perturb(
         make("matryoshka_batchtopk", seed=seed % 1000, k=k, matryoshka_prefixes=(a, b, 16), aux_coefficient=0.0), g
@@ -728,7 +740,9 @@ def test_matryoshka_loss_is_mean_of_prefix_mses(data, seed, k):
     terms = sae.training_loss(x, 0.5)
     with torch.no_grad():  # the default free decoder: row norms are an encoder gain, rows used unit
         norms = sae.W_dec.norm(dim=1)
-        codes = _brute_batchtopk(((x - sae.b_dec) @ sae.W_enc + sae.b_enc) * norms, k)
+        pre = ((x - sae.b_dec) @ sae.W_enc + sae.b_enc) * norms
+        assume(_batch_threshold_gap(pre, k) > 1e-4)  # the SAE folds the norms into its encoder: other rounding
+        codes = _brute_batchtopk(pre, k)
         rows = sae.W_dec / norms[:, None]
         mses = [((codes[:, :p] @ rows[:p] + sae.b_dec - x) ** 2).sum(1).mean() for p in (a, b, 16)]
     assert float((norms - 1).abs().max()) > 0.01  # perturbed rows: the gain is really exercised
