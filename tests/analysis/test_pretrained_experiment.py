@@ -48,13 +48,13 @@ CONFIGS = {
 
 
 def _close(now, card, where: str = "") -> None:
-    """Equal structure, equal ints and strings, floats within rel 1e-6 (see the caller)."""
+    """Equal structure, equal ints and strings, floats within rel 1e-4 (see the caller)."""
     if isinstance(card, dict):
         assert set(now) == set(card), where
         for key in card:
             _close(now[key], card[key], f"{where}.{key}")
     elif isinstance(card, float):
-        assert now == pytest.approx(card, rel=1e-6, abs=1e-12), where
+        assert now == pytest.approx(card, rel=1e-4, abs=1e-12), where
     else:
         assert now == card, where
 
@@ -66,8 +66,9 @@ def test_every_shipped_model_has_a_recipe():
 @pytest.mark.parametrize("name", pretrained_names())
 def test_the_small_evaluation_reproduces_the_card(name):
     # The same computation on the same weights, on one thread: on the machine that wrote the card the numbers
-    # are equal to the bit. Another CPU's kernels (AVX-512 against AVX2) may round float32 sums differently,
-    # which moves these float64 scores in their last ~7 digits, hence rel=1e-6 and not equality.
+    # are equal to the bit. Another CPU's kernels (AVX-512 against AVX2) or another torch round float32 sums
+    # differently: on an H200 machine's CPU with torch 2.11 the scores moved by up to 3e-5 relative (a probe
+    # accuracy by one square in 37,000), hence rel=1e-4 and not equality.
     _close(small_evaluation(name), pretrained_card(name)["small_evaluation"])
 
 
