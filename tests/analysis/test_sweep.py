@@ -377,7 +377,8 @@ def test_batches_generated_in_worker_processes_train_the_same_saes(reference, tm
     """The data path a GPU gets (generation in worker processes) feeds the same bytes as the serial stream."""
     from dataclasses import replace
 
-    tasks = plan_tasks(parse_sweep(SMALL), tmp_path, workers=1, group_size=4, device="cpu")
+    sweep = parse_sweep(SMALL)  # on the reference's device (a GPU where there is one), compared bit for bit
+    tasks = plan_tasks(sweep, tmp_path, workers=1, group_size=4, device=sweep.device)
     for task in tasks:
         assert all(o.status == "finished" for o in sweep_run.run_task(replace(task, data_workers=2)))
     assert metrics(tmp_path) == metrics(reference)
