@@ -142,7 +142,7 @@ def test_label_choice_matches_brute_force(seed, n_labels, n_groups):
     torch.testing.assert_close(task.labels("test", task.tpp_classes), labels[:, list(task.tpp_classes)])
 
 
-def _sweep_folder(root: Path, games_run: Path, spec, sources: dict) -> Path:
+def _sweep_folder(root: Path, spec, sources: dict) -> Path:
     """A sweep output folder of two saved SAEs on the hook (as ``groundtruth sweep run`` leaves one), each with
     its run.json: the run's source identity, columns and metrics."""
     out = root / "out"
@@ -166,7 +166,7 @@ def test_score_sweep_on_a_games_sweep_matches_direct_calls(tmp_path, monkeypatch
     """The saved sweep file names the run folder relative to the working directory, as the sweep read it."""
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "othello6-run").symlink_to(games_run)
-    out = _sweep_folder(tmp_path, games_run, spec, {"m": "othello6-run"})
+    out = _sweep_folder(tmp_path, spec, {"m": "othello6-run"})
     monkeypatch.chdir(tmp_path / "models")
     table = score_sweep(out, **SIZES)
     assert list(table["id"]) == ["run0", "run1"]
@@ -183,7 +183,7 @@ def test_score_sweep_on_a_games_sweep_matches_direct_calls(tmp_path, monkeypatch
 
 
 def test_score_sweep_refuses_a_beliefs_source_by_name(tmp_path, games_run, spec):
-    out = _sweep_folder(tmp_path, games_run, spec, {"m": str(games_run)})
+    out = _sweep_folder(tmp_path, spec, {"m": str(games_run)})
     record = json.loads((out / "runs" / "run0" / "run.json").read_text())
     record["config"]["source"]["model_hook"]["run"] = {"process": "mess3", "n_ctx": 8}
     (out / "runs" / "run0" / "run.json").write_text(json.dumps(record))
@@ -196,7 +196,7 @@ def test_score_sweep_refuses_a_beliefs_source_by_name(tmp_path, games_run, spec)
 
 
 def test_score_sweep_refuses_a_folder_holding_another_model(tmp_path, games_run, spec):
-    out = _sweep_folder(tmp_path, games_run, spec, {"m": str(games_run)})
+    out = _sweep_folder(tmp_path, spec, {"m": str(games_run)})
     record = json.loads((out / "runs" / "run1" / "run.json").read_text())
     record["config"]["source"]["model_hook"]["weights_sha256"] = "0" * 64
     (out / "runs" / "run1" / "run.json").write_text(json.dumps(record))
