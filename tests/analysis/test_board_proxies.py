@@ -4,6 +4,7 @@ its choice of labels against brute force, the sweep table against direct calls, 
 games table by hand."""
 
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
+from analysis.cli import main
 from analysis.experiments.activations import activations
 from analysis.experiments.games import EvalGames, GameConfig, open_model_run
 from analysis.experiments.proxies import (
@@ -25,11 +27,12 @@ from analysis.experiments.proxies import (
     proxy_summary,
     score_sweep,
 )
+from analysis.experiments.sweep import load_results, parse_sweep, run_sweep
 from analysis.experiments.sweep.hooks import model_hook
 from analysis.figures.proxies import proxies_vs_ground_truth
 from games import PAD
 from groundtruth.threads import torch_threads
-from toymodels.sae import SAEConfig, load_sae, make_sae, save_sae
+from toymodels.sae import load_sae
 from toymodels.transformer import load_transformer
 
 GAMES = GameConfig(game="othello6", model="tiny", steps=5, batch_size=16)
@@ -142,65 +145,88 @@ def test_label_choice_matches_brute_force(seed, n_labels, n_groups):
     torch.testing.assert_close(task.labels("test", task.tpp_classes), labels[:, list(task.tpp_classes)])
 
 
-def _sweep_folder(root: Path, spec, sources: dict) -> Path:
-    """A sweep output folder of two saved SAEs on the hook (as ``groundtruth sweep run`` leaves one), each with
-    its run.json: the run's source identity, columns and metrics."""
-    out = root / "out"
-    text = "".join(f'[sources.{name}]\nrun = "{run}"\nhook = "{HOOK}"\n\n' for name, run in sources.items())
-    out.mkdir()
-    (out / "sweep.toml").write_text(text + '[train]\nsteps = 1\n\n[grid]\nsource = "m"\nsae = "topk"\n')
-    for i, k in enumerate((2, 4)):
-        folder = out / "runs" / f"run{i}"
-        save_sae(make_sae(SAEConfig(architecture="topk", d_in=spec.d_in, d_sae=16, k=k, seed=i)), folder / "sae")
-        record = {
-            "id": f"run{i}",
-            "columns": {"sae": "topk", "k": k, "seed": 0},
-            "config": {"source": {"model_hook": spec.identity()}},
-            "metrics": {"l0": float(k), "board_f1": 0.1 * (i + 1), "coverage": 0.3 - 0.1 * i},
-        }
-        (folder / "run.json").write_text(json.dumps(record))
-    return out
+SWEEP = """[train]
+steps = 20
+batch_size = 64
+n_eval = 300
+
+[sources.m]
+run = "othello6-run"
+hook = "blocks.1.hook_resid_post"
+sequences = 64
+
+[grid]
+source = "m"
+sae = "topk"
+width = 32  # over 20 latents: the summary shows SCR and TPP at 20 ablated
+k = [2, 4]
+"""
 
 
-def test_score_sweep_on_a_games_sweep_matches_direct_calls(tmp_path, monkeypatch, games_run, spec, task):
-    """The saved sweep file names the run folder relative to the working directory, as the sweep read it."""
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "othello6-run").symlink_to(games_run)
-    out = _sweep_folder(tmp_path, spec, {"m": "othello6-run"})
-    monkeypatch.chdir(tmp_path / "models")
+@pytest.fixture(scope="module")
+def sweep_root(tmp_path_factory, games_run) -> Path:
+    """A folder holding the games run (as ``othello6-run``) and ``out/``, a tiny sweep of two TopK SAEs on its
+    hook run from there, the run folder named relative to it as sweep files name them."""
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "othello6-run").symlink_to(games_run)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        report = run_sweep(parse_sweep(SWEEP), root / "out", workers=1, progress=False, device="cpu")
+    assert report.count("finished") == 2
+    return root
+
+
+def test_score_sweep_on_a_games_sweep_matches_direct_calls(tmp_path, monkeypatch, sweep_root, task):
+    """The proxies of each saved SAE as proxy_scores gives them on the task built directly, beside the sweep's
+    own board F1 and coverage; the CLI writes the summary against those; from another folder the saved sweep
+    file's relative run folder is not found, and the error says so."""
+    out = shutil.copytree(sweep_root / "out", tmp_path / "out")
+    monkeypatch.chdir(sweep_root)
     table = score_sweep(out, **SIZES)
-    assert list(table["id"]) == ["run0", "run1"]
-    for i in range(2):
+    runs = load_results(out).set_index("id")
+    assert sorted(table["id"]) == sorted(runs.index) and len(table) == 2
+    for _, row in table.iterrows():
         with torch_threads(1):
-            direct = proxy_scores(load_sae(out / "runs" / f"run{i}" / "sae"), task)
+            direct = proxy_scores(load_sae(out / "runs" / row["id"] / "sae"), task)
         for name, value in direct.items():
-            assert table.loc[i, name] == pytest.approx(value, abs=1e-6), name
-    assert list(table[["board_f1", "coverage"]].iloc[1]) == pytest.approx([0.2, 0.2])
-    pd.testing.assert_frame_equal(pd.read_csv(out / "proxies.csv"), table, check_dtype=False)
+            assert row[name] == pytest.approx(value, abs=1e-6), name
+        assert (row["board_f1"], row["coverage"]) == (runs.loc[row["id"], "board_f1"], runs.loc[row["id"], "coverage"])
+    written = ["id", "board_f1", "coverage", *direct]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "proxies.csv")[written], table[written], check_dtype=False)
+    assert main(["sweep", "proxies", str(out)]) == 0
+    summary = pd.read_csv(out / "proxies_summary.csv")
+    assert list(summary.columns[:3]) == ["metric", "spearman_board_f1", "spearman_coverage"]
+    assert (out / "figures" / "proxies.png").stat().st_size
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="'othello6-run': no such folder"):
         score_sweep(out, **SIZES)
 
 
-def test_score_sweep_refuses_a_beliefs_source_by_name(tmp_path, games_run, spec):
-    out = _sweep_folder(tmp_path, spec, {"m": str(games_run)})
-    record = json.loads((out / "runs" / "run0" / "run.json").read_text())
-    record["config"]["source"]["model_hook"]["run"] = {"process": "mess3", "n_ctx": 8}
-    (out / "runs" / "run0" / "run.json").write_text(json.dumps(record))
-    with pytest.raises(ValueError, match="run run0 has a hook of a beliefs model \\('mess3'\\).*no binary properties"):
+def _edited_run(sweep_root: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the sweep's output with ``edit`` applied to the source of its first run (in run id order)."""
+    out = shutil.copytree(sweep_root / "out", tmp_path / "out")
+    path = sorted((out / "runs").glob("*/run.json"))[0]
+    record = json.loads(path.read_text())
+    edit(record["config"]["source"])
+    path.write_text(json.dumps(record))
+    return out
+
+
+def test_score_sweep_refuses_a_beliefs_source_by_name(tmp_path, monkeypatch, sweep_root):
+    monkeypatch.chdir(sweep_root)
+    out = _edited_run(sweep_root, tmp_path, lambda source: source["model_hook"].update(run={"process": "mess3"}))
+    with pytest.raises(ValueError, match="has a hook of a beliefs model \\('mess3'\\).*no binary properties"):
         score_sweep(out, **SIZES)
-    record["config"]["source"] = {"toy_model": {}}
-    (out / "runs" / "run0" / "run.json").write_text(json.dumps(record))
-    with pytest.raises(ValueError, match="run run0 has source \\['toy_model'\\]; proxies need"):
+    shutil.rmtree(out)
+    out = _edited_run(sweep_root, tmp_path, lambda source: source.update(toy_model=source.pop("model_hook")))
+    with pytest.raises(ValueError, match="has source \\['toy_model'\\]; proxies need"):
         score_sweep(out, **SIZES)
 
 
-def test_score_sweep_refuses_a_folder_holding_another_model(tmp_path, games_run, spec):
-    out = _sweep_folder(tmp_path, spec, {"m": str(games_run)})
-    record = json.loads((out / "runs" / "run1" / "run.json").read_text())
-    record["config"]["source"]["model_hook"]["weights_sha256"] = "0" * 64
-    (out / "runs" / "run1" / "run.json").write_text(json.dumps(record))
-    with pytest.raises(ValueError, match="run run1 reads blocks.1.hook_resid_post of a games model .* no run folder"):
+def test_score_sweep_refuses_a_folder_holding_another_model(tmp_path, monkeypatch, sweep_root):
+    monkeypatch.chdir(sweep_root)
+    out = _edited_run(sweep_root, tmp_path, lambda source: source["model_hook"].update(weights_sha256="0" * 64))
+    with pytest.raises(ValueError, match="reads blocks.1.hook_resid_post of a games model .* no run folder"):
         score_sweep(out, **SIZES)
 
 
