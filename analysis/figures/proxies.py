@@ -1,6 +1,7 @@
 """SAEBench's proxies against ground truth, one point per SAE, from a sweep's ``proxies.csv``
 (:func:`analysis.experiments.proxies.score_sweep`): a proxy that tracks ground truth ranks the points along
-the diagonal. Rows: ground-truth F1 and MCC; columns: the proxies; colour: the SAE; marker: the target L0;
+the diagonal. Rows: the ground truth of the sweep's source (F1 and MCC, or board reconstruction F1 and
+coverage); columns: the proxies; colour: the SAE; marker: the target L0;
 each panel's title gives Spearman's rank correlation over all points."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from analysis.experiments.proxies import GROUND_TRUTH, HEADLINE_PROXIES
+from analysis.experiments.proxies import HEADLINE_PROXIES, ground_truth_columns
 from analysis.figures import save_figure
 
 PROXY_LABELS = {
@@ -23,6 +24,7 @@ PROXY_LABELS = {
     "sparse_probing_top_5": "top-5 sparse probing accuracy",
 }
 MARKERS = ("o", "s", "^", "D", "v")
+TRUTH_LABELS = {"f1": "F1", "mcc": "MCC", "board_f1": "board reconstruction F1", "coverage": "coverage"}
 
 
 def _label(metric: str) -> str:
@@ -34,7 +36,8 @@ def _label(metric: str) -> str:
 
 def proxies_vs_ground_truth(table: pd.DataFrame, proxies: Sequence[str] = HEADLINE_PROXIES) -> Figure:
     """The figure described in the module docstring, from the per-SAE table ``score_sweep`` writes."""
-    missing = [c for c in (*proxies, *GROUND_TRUTH) if c not in table]
+    truths = ground_truth_columns(table)
+    missing = [c for c in proxies if c not in table]
     if missing:
         raise ValueError(f"table lacks the columns {missing}; it has {list(table.columns)}")
     hue = "sae" if "sae" in table else "architecture"
@@ -45,13 +48,13 @@ def proxies_vs_ground_truth(table: pd.DataFrame, proxies: Sequence[str] = HEADLI
     levels = levels or [None]
     sns.set_theme(context="paper", style="whitegrid")
     fig, axes = plt.subplots(
-        len(GROUND_TRUTH),
+        len(truths),
         len(proxies),
-        figsize=(3.0 * len(proxies) + 1.6, 2.7 * len(GROUND_TRUTH)),
+        figsize=(3.0 * len(proxies) + 1.6, 2.7 * len(truths)),
         squeeze=False,
         layout="constrained",
     )
-    for i, truth in enumerate(GROUND_TRUTH):
+    for i, truth in enumerate(truths):
         for j, proxy in enumerate(proxies):
             ax = axes[i, j]
             for name in names:
@@ -71,7 +74,7 @@ def proxies_vs_ground_truth(table: pd.DataFrame, proxies: Sequence[str] = HEADLI
                     )
             rho = spearmanr(table[truth], table[proxy]).statistic
             ax.set_title(f"Spearman ρ = {rho:.2f}", fontsize="medium")
-            ax.set_xlabel(f"ground-truth {truth.upper()}")
+            ax.set_xlabel(f"ground-truth {TRUTH_LABELS[truth]}")
             ax.set_ylabel(_label(proxy))
     entries: dict[str, object] = {}
     for handle, label in zip(*axes[0, 0].get_legend_handles_labels(), strict=True):
