@@ -63,6 +63,7 @@ __all__ = [
     "proxy_scores",
     "proxy_summary",
     "proxy_task",
+    "require_columns",
     "score_sweep",
     "write_proxies",
 ]
@@ -414,6 +415,14 @@ def score_sweep(out_dir: str | Path, **task_options) -> pd.DataFrame:
     return table
 
 
+def require_columns(table: pd.DataFrame, proxies: Sequence[str]) -> None:
+    """A clear error for proxies the table lacks (``scr_top_20`` and ``tpp_top_20`` exist only for SAEs of at
+    least 20 latents)."""
+    missing = [c for c in proxies if c not in table]
+    if missing:
+        raise ValueError(f"table lacks the columns {missing}; it has {list(table.columns)}")
+
+
 def proxy_summary(table: pd.DataFrame, proxies: Sequence[str] = HEADLINE_PROXIES) -> pd.DataFrame:
     """For each proxy (and each ground-truth metric, as a reference): Spearman's rank correlation with each
     ground-truth column of the table (:func:`ground_truth_columns`: F1 and MCC, or board F1 and coverage)
@@ -421,6 +430,7 @@ def proxy_summary(table: pd.DataFrame, proxies: Sequence[str] = HEADLINE_PROXIES
     coefficient of variation (std / |mean| over seeds) and the ratio of the mean within-configuration std to
     the std of the configuration means (below 1: the configurations differ more than the seeds)."""
     truths = ground_truth_columns(table)
+    require_columns(table, proxies)
     config = [c for c in ("source", "sae", "architecture", "width", "target_l0", "k", "coefficient") if c in table]
     rows = []
     for metric in (*proxies, *truths):

@@ -15,7 +15,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from analysis.experiments.proxies import HEADLINE_PROXIES, ground_truth_columns
+from analysis.experiments.proxies import HEADLINE_PROXIES, ground_truth_columns, require_columns
 from analysis.figures import save_figure
 
 PROXY_LABELS = {
@@ -37,9 +37,7 @@ def _label(metric: str) -> str:
 def proxies_vs_ground_truth(table: pd.DataFrame, proxies: Sequence[str] = HEADLINE_PROXIES) -> Figure:
     """The figure described in the module docstring, from the per-SAE table ``score_sweep`` writes."""
     truths = ground_truth_columns(table)
-    missing = [c for c in proxies if c not in table]
-    if missing:
-        raise ValueError(f"table lacks the columns {missing}; it has {list(table.columns)}")
+    require_columns(table, proxies)
     hue = "sae" if "sae" in table else "architecture"
     names = sorted(table[hue].astype(str).unique())
     palette = dict(zip(names, sns.color_palette("colorblind", len(names)), strict=True))

@@ -292,6 +292,8 @@ def test_proxy_summary_by_hand():
     half = np.sqrt(0.5)  # the std (ddof 1) of two values 1 apart
     assert summary.loc["p", "cv_over_seeds"] == pytest.approx((half / 1.5 + half / 3.5) / 2)
     assert summary.loc["p", "seed_std_over_config_std"] == pytest.approx(half / np.std([1.5, 3.5], ddof=1))
+    with pytest.raises(ValueError, match=r"lacks the columns \['scr_top_20'\]"):  # SAEs under 20 latents wide
+        proxy_summary(table, ["p", "scr_top_20"])
 
 
 def _table(n_per=3):
