@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,14 @@ def test_shipped_sweeps_resolve(name):
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "benchmarks" / "sweeps").glob("*.toml")))
-def test_benchmark_sweeps_resolve(path):
+def test_benchmark_sweeps_resolve(path, tmp_path, monkeypatch):
+    """A file reading a hook of a shipped model names the folder its comment installs it to, ``NAME-run``."""
+    from analysis.experiments.pretrained import install_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    for table in tomllib.loads(path.read_text()).get("sources", {}).values():
+        if "run" in table:
+            install_pretrained(table["run"].removesuffix("-run"), table["run"])
     assert load_sweep(path).runs
 
 
