@@ -58,7 +58,10 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    saes = tuple((v, float(k)) for v, k in (pair.split(":") for pair in args.saes.split(",")))
+    try:
+        saes = tuple((v, float(k)) for v, k in (pair.split(":") for pair in args.saes.split(",")))
+    except ValueError:
+        parser.error(f"--saes must be variant:knob pairs separated by commas (topk:16,batchtopk:16), got {args.saes!r}")
     cfg = GameConfig(
         game=args.game,
         model=args.model,
