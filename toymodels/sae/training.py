@@ -76,7 +76,8 @@ def train_saes(
 
     ``checkpoint_dirs`` gives each SAE its own checkpoint folder (or None). With ``isolate``, an SAE whose
     training raises is dropped, its exception takes its place in the results, and the others go on. With
-    ``objective`` (:func:`train_sae`), the clean run of each batch through the model is shared by every SAE.
+    ``objective`` (:func:`train_sae`), the clean run of each batch through the model is shared by every SAE,
+    and the model moves to ``device`` (when given) with them.
     """
     if checkpoint_dirs is None:
         checkpoint_dirs = [None] * len(saes)
@@ -95,6 +96,9 @@ def train_saes(
             last[:] = [batch, objective.clean(batch)]
         return last[1]
 
+    if objective is not None and device is not None:
+        objective.model.to(device)  # the spliced model runs where its SAEs train
+    identity = None if objective is None else objective.identity()  # hashes the model's weights: once
     learners = []
     for sae, folder in zip(saes, checkpoint_dirs, strict=True):
         target = torch.device(device) if device is not None else (objective or sae).device
@@ -114,7 +118,6 @@ def train_saes(
                 **terms.parts,
             }
 
-        identity = None if objective is None else objective.identity()
         learners.append(Learner(sae, trainer.optimizer, step_fn, folder, identity))
     desc = f"{saes[0].architecture} SAE" if len(saes) == 1 else f"{len(saes)} SAEs"
     return fit_together(learners, batches, train, progress, desc, isolate=isolate)

@@ -115,7 +115,6 @@ def run_task(task: Task) -> list[Outcome]:
             stream = source.activations(task.batch_size, seed, workers=data_workers)
         else:
             stream, objective = source.end_to_end(kind, task.batch_size, seed)
-            objective.model.to(device)
     except Exception as err:
         return outcomes + [record_failure(out, run, err) for run, _ in built]
     started = time.perf_counter()
