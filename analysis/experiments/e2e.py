@@ -34,6 +34,7 @@ from groundtruth.processes import process
 from toymodels import pretrained
 from toymodels.e2e import OBJECTIVES, Objective
 from toymodels.sae import SAEConfig, make_sae, train_saes
+from toymodels.sae.base import mse_loss
 from toymodels.splice import output_kl, spliced_logits
 from toymodels.superposition import HiddenLayerSource, ToyModelConfig, train_toy_model
 from toymodels.training import TrainConfig
@@ -166,7 +167,7 @@ def _score_toy(cfg: E2EConfig, toy, source, trained) -> list[dict]:
                 "objective": objective,
                 "coefficient": c,
                 **_code_stats(codes),
-                "output": float((toy.output(x_hat) - out).pow(2).sum(-1).mean()),  # the outputs' squared error
+                "output": float(mse_loss(out, toy.output(x_hat))),  # what the e2e objective trains on
                 "fve": fve(held.x, x_hat),
                 "mcc": mcc(held.directions, sae.W_dec.detach()),
             }

@@ -88,7 +88,7 @@ def _float(t: torch.Tensor) -> torch.Tensor:
 
 def _unit_rows(t: torch.Tensor) -> torch.Tensor:
     t = _float(t)
-    norm = t.norm(dim=1, keepdim=True)
+    norm = t.norm(dim=-1, keepdim=True)
     return t / norm.clamp_min(torch.finfo(t.dtype).tiny)  # zero rows stay exactly zero
 
 

@@ -24,6 +24,7 @@ from analysis.metrics._inputs import (
     _chunk_rows,
     _cos,
     _latent_match,
+    _unit_rows,
 )
 from groundtruth.checks import check_int, check_tensor
 
@@ -103,11 +104,6 @@ def hedging(true_dirs: torch.Tensor, W_dec: torch.Tensor, parent: torch.Tensor) 
     return _hedging(cos, true_dirs, W_dec, parent)
 
 
-def _unit_rows64(t: torch.Tensor) -> torch.Tensor:
-    t = t.to(torch.float64)
-    return t / t.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-
-
 def _hedging(cos: torch.Tensor, true_dirs: torch.Tensor, W_dec: torch.Tensor, parent: torch.Tensor) -> HedgingResult:
     # The matching runs where cos is; the rest (O(parents × children × d)) in float64 on the CPU, which every
     # backend can hand its tensors to (MPS has no float64).
@@ -123,11 +119,11 @@ def _hedging(cos: torch.Tensor, true_dirs: torch.Tensor, W_dec: torch.Tensor, pa
     child_tracked = torch.zeros(n_features, dtype=torch.bool, device=dev)
     child_tracked[match] = True
 
-    f = _unit_rows64(true_dirs)
-    w = _unit_rows64(W_dec)
+    f = _unit_rows(true_dirs.double())
+    w = _unit_rows(W_dec.double())
     f_g = f[edge_parent]  # [E, d]
     r = f[edge_child] - (f[edge_child] * f_g).sum(-1, keepdim=True) * f_g
-    u = torch.where(r.norm(dim=-1, keepdim=True) > 1e-6, _unit_rows64(r), 0.0)  # child ∥ parent: no direction
+    u = torch.where(r.norm(dim=-1, keepdim=True) > 1e-6, _unit_rows(r.double()), 0.0)  # child ∥ parent: no direction
     w_e = w[j_g[edge_parent].clamp_min(0)]  # [E, d]
     edge_ok = tracked[edge_parent]
     nan = torch.tensor(math.nan, dtype=torch.float64, device=dev)
@@ -211,8 +207,8 @@ def hedging_degree(W_dec_control: torch.Tensor, W_dec_extended: torch.Tensor) ->
             f"W_dec_extended has shape {tuple(W_e.shape)} but W_dec_control has shape {tuple(W_c.shape)}; the "
             "extended SAE needs the same d and more latents (its first N rows are the control's latents)"
         )
-    W_c = _unit_rows64(W_c.cpu())
-    W_e = _unit_rows64(W_e.cpu())
+    W_c = _unit_rows(W_c.cpu().double())
+    W_e = _unit_rows(W_e.cpu().double())
     delta = W_e[:n] - W_c
     new = W_e[n:]
     U, S, _ = torch.linalg.svd(new.T, full_matrices=False)  # an orthonormal basis of the new rows' span

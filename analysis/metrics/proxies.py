@@ -212,8 +212,7 @@ def top_k_mean_diff(codes: torch.Tensor, labels: torch.Tensor, k: int) -> torch.
     check_int("k", k, 1, codes.shape[1])
     if bool(labels.all()) or not bool(labels.any()):
         raise ValueError(f"labels must hold both classes, got {int(labels.sum())} of {len(labels)} positive")
-    diff = (codes[labels].mean(0) - codes[~labels].mean(0)).abs()
-    return torch.sort(diff, descending=True, stable=True).indices[:k]
+    return torch.sort(_mean_diff(codes, labels).abs(), descending=True, stable=True).indices[:k]
 
 
 def sparse_probing(
