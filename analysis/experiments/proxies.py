@@ -431,7 +431,11 @@ def proxy_summary(table: pd.DataFrame, proxies: Sequence[str] = HEADLINE_PROXIES
     the std of the configuration means (below 1: the configurations differ more than the seeds)."""
     truths = ground_truth_columns(table)
     require_columns(table, proxies)
-    config = [c for c in ("source", "sae", "architecture", "width", "target_l0", "k", "coefficient") if c in table]
+    config = [
+        c
+        for c in ("source", "sae", "architecture", "objective", "width", "target_l0", "k", "coefficient")
+        if c in table
+    ]
     rows = []
     for metric in (*proxies, *truths):
         groups = table.groupby(config, dropna=False)[metric]

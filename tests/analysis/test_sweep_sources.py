@@ -323,8 +323,9 @@ def test_a_toy_model_source_is_scored_downstream_by_the_toys_own_loss(tmp_path):
     (folder,) = (tmp_path / "runs").iterdir()
     metrics = json.loads((folder / "run.json").read_text())["metrics"]
     cfg = ToyModelConfig(**toy)
-    held = HiddenLayerSource(train_toy_model(cfg, progress=False), seed=cfg.seed).eval_set(N_EVAL)
-    expected = toy_splice_scores(train_toy_model(cfg, progress=False), load_sae(folder / "sae"), held.codes.to_dense())
+    model = train_toy_model(cfg, progress=False)
+    held = HiddenLayerSource(model, seed=cfg.seed).eval_set(N_EVAL)
+    expected = toy_splice_scores(model, load_sae(folder / "sae"), held.codes.to_dense())
     assert {k: metrics[k] for k in expected} == pytest.approx(expected, rel=1e-6)
     assert metrics["loss_with_ablation"] > metrics["loss_without_sae"]
 
